@@ -1,0 +1,3 @@
+from pbclients.cli.app import main
+
+main()

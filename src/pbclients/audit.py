@@ -1,0 +1,186 @@
+"""The append-only, hash-chained audit trail.
+
+Each event's hash covers its own content and the previous event's hash, and
+the newest (id, hash) is kept as the chain's head in settings: an edited,
+removed, reordered or truncated event breaks the chain where it happened.
+Events hold client IDs only, so the trail can outlive a purge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, text
+from sqlmodel import Session, col, select
+
+from pbclients import settings
+from pbclients.clock import iso
+from pbclients.models import AuditEvent
+
+GENESIS = "0" * 64
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    action: str
+    client_id: int | None
+    before: str | None
+    after: str | None
+    detail: dict[str, Any] | None = field(default=None)
+
+
+@dataclass(frozen=True)
+class ChainCheck:
+    checked: int
+    broken_at: int | None = None
+    problem: str | None = None
+
+    @property
+    def intact(self) -> bool:
+        return self.problem is None
+
+
+def new_batch_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def event_hash(prev_hash: str, content: Sequence[Any]) -> str:
+    payload = json.dumps([prev_hash, *content], separators=(",", ":"), sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _content(
+    event_id: int,
+    at: datetime,
+    actor: str,
+    action: str,
+    client_id: int | None,
+    before: str | None,
+    after: str | None,
+    batch_id: str,
+    reason: str | None,
+    detail: str | None,
+) -> list[Any]:
+    return [event_id, iso(at), actor, action, client_id, before, after, batch_id, reason, detail]
+
+
+def _head(session: Session) -> tuple[int, str]:
+    head = settings.get(session, settings.AUDIT_HEAD)
+    if head is None:
+        return 0, GENESIS
+    last_id, last_hash = head.split(":", 1)
+    return int(last_id), last_hash
+
+
+def append(
+    session: Session,
+    events: Iterable[NewEvent],
+    *,
+    batch_id: str,
+    actor: str,
+    reason: str | None,
+    at: datetime,
+) -> int:
+    """Append events in the caller's transaction with one multi-row insert; returns the count."""
+    if session.get_bind().dialect.name == "postgresql":
+        # Two writers must not both extend the chain from the same head.
+        session.execute(text("SELECT pg_advisory_xact_lock(7310001)"))
+    last_id, prev_hash = _head(session)
+    rows = []
+    for offset, event in enumerate(events, start=1):
+        event_id = last_id + offset
+        detail = json.dumps(event.detail, sort_keys=True) if event.detail is not None else None
+        content = _content(
+            event_id, at, actor, event.action, event.client_id, event.before, event.after,
+            batch_id, reason, detail,
+        )  # fmt: skip
+        digest = event_hash(prev_hash, content)
+        rows.append(
+            {
+                "id": event_id,
+                "at": at,
+                "actor": actor,
+                "action": event.action,
+                "client_id": event.client_id,
+                "before": event.before,
+                "after": event.after,
+                "batch_id": batch_id,
+                "reason": reason,
+                "detail": detail,
+                "prev_hash": prev_hash,
+                "hash": digest,
+            }
+        )
+        prev_hash = digest
+    if rows:
+        session.execute(insert(AuditEvent), rows)
+        settings.put(session, settings.AUDIT_HEAD, f"{rows[-1]['id']}:{prev_hash}")
+    return len(rows)
+
+
+def verify(session: Session) -> ChainCheck:
+    """Recompute the chain from the first event; name the first event that does not fit."""
+    prev_hash = GENESIS
+    expected_id = 1
+    query = select(AuditEvent).order_by(col(AuditEvent.id)).execution_options(yield_per=5000)
+    for event in session.exec(query):
+        if event.id != expected_id:
+            return ChainCheck(
+                expected_id - 1, expected_id, f"event {expected_id} is missing (next is {event.id})"
+            )
+        content = _content(
+            event.id, event.at, event.actor, event.action, event.client_id, event.before,
+            event.after, event.batch_id, event.reason, event.detail,
+        )  # fmt: skip
+        if event.prev_hash != prev_hash:
+            return ChainCheck(
+                expected_id - 1, event.id, f"event {event.id} does not follow the one before it"
+            )
+        if event_hash(prev_hash, content) != event.hash:
+            return ChainCheck(expected_id - 1, event.id, f"event {event.id} was altered")
+        prev_hash = event.hash
+        expected_id += 1
+    checked = expected_id - 1
+    head_id, head_hash = _head(session)
+    if (head_id, head_hash) != (checked, prev_hash if checked else GENESIS):
+        return ChainCheck(
+            checked,
+            checked + 1,
+            f"the trail ends at event {checked} but its head says {head_id}: events were removed",
+        )
+    return ChainCheck(checked)
+
+
+def events(
+    session: Session,
+    *,
+    client_id: int | None = None,
+    action: str | None = None,
+    batch_id: str | None = None,
+    since: datetime | None = None,
+    limit: int | None = None,
+) -> list[AuditEvent]:
+    query = select(AuditEvent)
+    if client_id is not None:
+        query = query.where(AuditEvent.client_id == client_id)
+    if action is not None:
+        query = query.where(AuditEvent.action == action)
+    if batch_id is not None:
+        query = query.where(AuditEvent.batch_id == batch_id)
+    if since is not None:
+        query = query.where(col(AuditEvent.at) >= since)
+    # The newest events matter most when a limit cuts the list; show them oldest first.
+    query = query.order_by(col(AuditEvent.id).desc())
+    if limit is not None:
+        query = query.limit(limit)
+    return list(reversed(session.exec(query).all()))
+
+
+def count(session: Session) -> int:
+    return session.exec(select(func.count()).select_from(AuditEvent)).one()

@@ -1,0 +1,1 @@
+"""The command-line adapter: parse, confirm, call one domain function, render, exit."""

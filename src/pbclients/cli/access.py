@@ -1,0 +1,219 @@
+"""activate / deactivate: pause or resume portal access for one or many clients."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import typer
+
+from pbclients.cli.common import confirm, read_input, reporting, source_name
+from pbclients.cli.options import (
+    ClientsArgument,
+    ColumnOption,
+    CsvOption,
+    DryRunOption,
+    EncodingOption,
+    FormatOption,
+    IdsFromOption,
+    OutputFormat,
+    ProgramOption,
+    ReasonOption,
+    SkipUnknownOption,
+    YesOption,
+)
+from pbclients.cli.output import plural, render_batch
+from pbclients.cli.progress import progress
+from pbclients.errors import UsageError
+from pbclients.policy import Status
+
+if TYPE_CHECKING:
+    from pbclients.results import Batch, Consequences
+    from pbclients.selection import Selection
+
+
+def build_selection(
+    clients: list[str] | None,
+    csv_file: str | None,
+    column: str | None,
+    ids_from: str | None,
+    program: str | None,
+    skip_unknown: bool,
+    encoding: str,
+) -> tuple[Selection, bool]:
+    """The selection options as one Selection, and whether standard input was read."""
+    from pbclients.csvinput import Reference, read_reference_csv, read_reference_lines
+    from pbclients.selection import Selection
+
+    if csv_file == "-" and ids_from == "-":
+        raise UsageError("Only one of --csv and --ids-from can read standard input.")
+    if column and not csv_file:
+        raise UsageError("--column only applies to --csv FILE.")
+    references = [Reference(text.strip(), "argument", None) for text in clients or []]
+    if csv_file:
+        references += read_reference_csv(
+            read_input(csv_file), source=source_name(csv_file), column=column, encoding=encoding
+        )
+    if ids_from:
+        references += read_reference_lines(
+            read_input(ids_from), source=source_name(ids_from), encoding=encoding
+        )
+    stdin_used = "-" in (csv_file, ids_from)
+    return Selection(references, program, skip_unknown), stdin_used
+
+
+def consequence_lines(consequences: Consequences | None, target: Status) -> list[str]:
+    if consequences is None:
+        return []
+    lines = []
+    if target is Status.DEACTIVATED:
+        lines.append("They lose portal login, content, journal and messages at once.")
+        if consequences.upcoming_telehealth:
+            lines.append(
+                f"{plural(consequences.upcoming_telehealth, 'upcoming telehealth session')} "
+                f"({plural(consequences.clients_with_telehealth, 'client')}) stay on the calendar "
+                "but cannot be joined."
+            )
+        if consequences.active_enrolments:
+            lines.append(
+                f"{plural(consequences.active_enrolments, 'program enrolment')} pause "
+                "(progress is kept)."
+            )
+        if consequences.active_payment_plans:
+            lines.append(
+                f"{plural(consequences.active_payment_plans, 'payment plan')} will still charge; "
+                "stop them in billing if that is not intended."
+            )
+        lines.append("They still hold plan seats; forms sent by e-mail link still work.")
+    else:
+        lines.append("Portal access, programs and notifications resume exactly as they were.")
+    lines.append("Clients are not notified of this change.")
+    return lines
+
+
+def _change_status(
+    ctx: typer.Context,
+    target: Status,
+    *,
+    clients: list[str] | None,
+    csv_file: str | None,
+    column: str | None,
+    ids_from: str | None,
+    program: str | None,
+    skip_unknown: bool,
+    encoding: str,
+    yes: bool,
+    dry_run: bool,
+    reason: str | None,
+    output: OutputFormat,
+) -> None:
+    with reporting(ctx) as app:
+        from pbclients import lifecycle
+
+        selection, stdin_used = build_selection(
+            clients, csv_file, column, ids_from, program, skip_unknown, encoding
+        )
+        engine = app.engine()
+        verb = "activate" if target is Status.ACTIVE else "deactivate"
+        preview = lifecycle.preview_status(engine, selection, target)
+        if dry_run or preview.changing == 0:
+            _render(preview, output, verb, dry_run=True)
+            return
+        lines = consequence_lines(preview.consequences, target)
+        question = f"{verb.capitalize()} {plural(preview.changing, 'client')}?\n  " + "\n  ".join(
+            lines
+        )
+        confirm(question, yes=yes, stdin_used=stdin_used)
+        with progress(preview.changing, "Applying") as on_progress:
+            batch = lifecycle.set_status(
+                engine, selection, target, app.change(reason), on_progress=on_progress
+            )
+        _render(batch, output, verb, dry_run=False)
+
+
+def _render(batch: Batch, output: OutputFormat, verb: str, *, dry_run: bool) -> None:
+    from pbclients.results import Outcome
+
+    parts = []
+    unchanged = batch.count(Outcome.UNCHANGED)
+    skipped = batch.count(Outcome.SKIPPED)
+    if unchanged:
+        parts.append(f"{unchanged} already {verb}d")
+    if skipped:
+        parts.append(f"{skipped} unknown skipped")
+    rest = f" ({', '.join(parts)})" if parts else ""
+    if dry_run:
+        summary = (
+            f"Dry run: would {verb} {plural(batch.changing, 'client')}{rest}; nothing was written."
+        )
+    elif batch.batch_id:
+        summary = (
+            f"{verb.capitalize()}d {plural(batch.changing, 'client')}{rest}. "
+            f"Batch {batch.batch_id}; revert it with `pbclients undo {batch.batch_id}`. "
+            "Clients were not notified."
+        )
+    else:
+        summary = f"Nothing to {verb}{rest}."
+    render_batch(batch, output, summary)
+
+
+def deactivate(
+    ctx: typer.Context,
+    clients: ClientsArgument = None,
+    csv_file: CsvOption = None,
+    column: ColumnOption = None,
+    ids_from: IdsFromOption = None,
+    program: ProgramOption = None,
+    skip_unknown: SkipUnknownOption = False,
+    encoding: EncodingOption = "utf-8",
+    yes: YesOption = False,
+    dry_run: DryRunOption = False,
+    reason: ReasonOption = None,
+    output: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """Pause portal access for clients; their records stay intact and editable.
+
+    Deactivated clients cannot log in, see content, message or join telehealth,
+    and their programs pause; forms by e-mail link and saved payment plans
+    still work. They keep their plan seat. Clients are not notified.
+
+    Example:
+        pbclients deactivate 12 ana@example.org --reason "program ended"
+        pbclients deactivate --csv ended.csv --dry-run
+        pbclients list --program Reset --format ids | pbclients deactivate --ids-from - --yes
+    """
+    _change_status(
+        ctx, Status.DEACTIVATED, clients=clients, csv_file=csv_file, column=column,
+        ids_from=ids_from, program=program, skip_unknown=skip_unknown, encoding=encoding,
+        yes=yes, dry_run=dry_run, reason=reason, output=output,
+    )  # fmt: skip
+
+
+def activate(
+    ctx: typer.Context,
+    clients: ClientsArgument = None,
+    csv_file: CsvOption = None,
+    column: ColumnOption = None,
+    ids_from: IdsFromOption = None,
+    program: ProgramOption = None,
+    skip_unknown: SkipUnknownOption = False,
+    encoding: EncodingOption = "utf-8",
+    yes: YesOption = False,
+    dry_run: DryRunOption = False,
+    reason: ReasonOption = None,
+    output: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """Resume portal access for deactivated clients, exactly as it was.
+
+    Same credentials (no password reset), programs continue where they paused.
+    Clients are not notified. Deleted clients cannot be activated: use undo or
+    restore.
+
+    Example:
+        pbclients activate 12
+        pbclients activate --ids-from returning.txt --reason "new season" --yes
+    """
+    _change_status(
+        ctx, Status.ACTIVE, clients=clients, csv_file=csv_file, column=column,
+        ids_from=ids_from, program=program, skip_unknown=skip_unknown, encoding=encoding,
+        yes=yes, dry_run=dry_run, reason=reason, output=output,
+    )  # fmt: skip

@@ -1,0 +1,224 @@
+"""plan, audit, paths: the practice's plan, its audit trail, and where files live."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from pbclients.cli.common import confirm, reporting
+from pbclients.cli.options import FormatOption, OutputFormat, ReasonOption, YesOption
+from pbclients.cli.output import console, print_csv, print_json
+from pbclients.errors import ExitCode, UsageError
+
+AUDIT_FIELDS = [
+    "id",
+    "at",
+    "actor",
+    "action",
+    "client_id",
+    "before",
+    "after",
+    "batch",
+    "reason",
+    "detail",
+]
+
+
+def plan(
+    ctx: typer.Context,
+    set_limit: Annotated[
+        str | None,
+        typer.Option("--set-limit", metavar="N|none", help="New plan limit; none for unlimited."),
+    ] = None,
+    set_retention: Annotated[
+        int | None,
+        typer.Option(
+            "--set-retention",
+            metavar="DAYS",
+            min=1,
+            help="Days a deleted client is kept before purge.",
+        ),
+    ] = None,
+    yes: YesOption = False,
+    reason: ReasonOption = None,
+    output: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """Show the plan limit and what counts toward it; change it with --set-limit.
+
+    Active and deactivated clients hold a seat; deleting a client frees it at once.
+
+    Example:
+        pbclients plan
+        pbclients plan --set-limit 500
+        pbclients plan --format json
+    """
+    with reporting(ctx) as app:
+        from pbclients import plan as practice_plan
+        from pbclients.db import reading
+
+        engine = app.engine()
+        if set_limit is None and set_retention is None:
+            with reading(engine) as session:
+                usage = practice_plan.usage(session)
+        else:
+            limit = _parse_limit(set_limit)
+            changes = []
+            if limit is not None:
+                changes.append(f"plan limit to {limit}")
+            if set_retention is not None:
+                changes.append(f"retention to {set_retention} days")
+            confirm(f"Set the {' and the '.join(changes)}?", yes=yes)
+            usage = practice_plan.configure(
+                engine, app.change(reason), limit=limit, retention_days=set_retention
+            )
+        if output is OutputFormat.JSON:
+            print_json(usage.as_record())
+        elif output is OutputFormat.CSV:
+            print_csv([usage.as_record()], list(usage.as_record()))
+        else:
+            out = console()
+            limit_text = "unlimited" if usage.limit is None else str(usage.limit)
+            out.print(f"plan limit: {limit_text}")
+            out.print(
+                f"counted:    {usage.counted} "
+                f"(active {usage.active} + deactivated {usage.deactivated})"
+            )
+            out.print(f"available:  {'unlimited' if usage.available is None else usage.available}")
+            out.print(f"deleted, pending purge: {usage.deleted} (hold no seat)")
+            out.print(f"retention before purge: {usage.retention_days} days")
+
+
+def _parse_limit(text: str | None):  # type: ignore[no-untyped-def]
+    if text is None:
+        return None
+    if text.strip().lower() in ("none", "unlimited"):
+        return "unlimited"
+    if not text.strip().isdigit():
+        raise UsageError(f"--set-limit {text!r} is not a number; give a whole number or none.")
+    return int(text)
+
+
+audit_app = typer.Typer(
+    no_args_is_help=False,
+    invoke_without_command=True,
+    help="Show the audit trail; `audit verify` checks it is intact.",
+)
+
+
+@audit_app.callback(invoke_without_command=True)
+def audit(
+    ctx: typer.Context,
+    client: Annotated[str | None, typer.Option("--client", help="Client ID or e-mail.")] = None,
+    action: Annotated[
+        str | None, typer.Option("--action", help="e.g. deactivate, delete, purge.")
+    ] = None,
+    batch: Annotated[str | None, typer.Option("--batch", help="Events of one batch.")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", metavar="DATE|Nd", help="From this date, or N days ago."),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="The newest N events.")
+    ] = None,
+    output: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """Show the audit trail: who changed which client, when, from which state to which, why.
+
+    Events hold client IDs only, never names or e-mails.
+
+    Example:
+        pbclients audit --client 12
+        pbclients audit --action deactivate --since 7d --format json
+        pbclients audit verify
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    with reporting(ctx) as app:
+        from pbclients import audit as trail
+        from pbclients.clock import iso, parse_moment
+        from pbclients.db import reading
+        from pbclients.roster import find_client
+
+        with reading(app.engine()) as session:
+            client_id = None
+            if client is not None:
+                client_id = (
+                    int(client) if client.strip().isdigit() else find_client(session, client).id
+                )
+            events = trail.events(
+                session,
+                client_id=client_id,
+                action=action,
+                batch_id=batch,
+                since=parse_moment(since, "--since") if since else None,
+                limit=limit,
+            )
+        records = [
+            {
+                "id": e.id, "at": iso(e.at), "actor": e.actor, "action": e.action,
+                "client_id": e.client_id, "before": e.before, "after": e.after,
+                "batch": e.batch_id, "reason": e.reason, "detail": e.detail,
+            }
+            for e in events
+        ]  # fmt: skip
+        if output is OutputFormat.JSON:
+            print_json(records)
+        elif output is OutputFormat.CSV:
+            print_csv(records, AUDIT_FIELDS)
+        else:
+            from rich.table import Table
+
+            out = console()
+            if not records:
+                out.print("No audit events match.")
+                return
+            table = Table(box=None, pad_edge=False)
+            for name in ("id", "at", "actor", "action", "client", "change", "batch", "reason"):
+                table.add_column(name)
+            for r in records:
+                change = f"{r['before'] or '-'} -> {r['after'] or '-'}"
+                table.add_row(
+                    str(r["id"]), str(r["at"]), r["actor"], r["action"],
+                    "" if r["client_id"] is None else str(r["client_id"]),
+                    change, r["batch"], r["reason"] or "",
+                )  # fmt: skip
+            out.print(table)
+
+
+@audit_app.command("verify")
+def audit_verify(ctx: typer.Context) -> None:
+    """Check that the audit trail is intact: no event edited, removed or reordered.
+
+    Exits 0 when intact, 1 naming the first broken event.
+
+    Example:
+        pbclients audit verify
+    """
+    with reporting(ctx) as app:
+        from pbclients import audit as trail
+        from pbclients.cli.common import err
+        from pbclients.db import reading
+
+        with reading(app.engine()) as session:
+            check = trail.verify(session)
+        if not check.intact:
+            err(f"Audit trail broken at event {check.broken_at}: {check.problem}.")
+            raise typer.Exit(ExitCode.ERROR)
+        console().print(f"Audit trail intact: {check.checked} events verified.")
+
+
+def paths(ctx: typer.Context) -> None:
+    """Show where the database, backups and logs are (after --db and PBCLIENTS_DB).
+
+    Example:
+        pbclients paths
+    """
+    with reporting(ctx) as app:
+        from pbclients import paths as where
+
+        out = console()
+        out.print(f"database: {app.db}")
+        out.print(f"demo database: {where.demo_db()}")
+        out.print(f"backups: {where.default_backup_dir()}")
+        out.print(f"purge log: {where.purge_log()}")

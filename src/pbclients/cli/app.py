@@ -1,0 +1,90 @@
+"""The `pbclients` command: global options and the list of commands."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from pbclients import __version__
+from pbclients.cli import access, admin, roster
+from pbclients.cli.common import AppState
+
+app = typer.Typer(
+    name="pbclients",
+    help=(
+        "Manage a practice's client roster: who may use the client portal, who is "
+        "paused (deactivated), who is deleted and when their data is purged."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pbclients {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            metavar="PATH|URL",
+            envvar="PBCLIENTS_DB",
+            help=(
+                "Practice database: a SQLite file or a postgresql:// URL "
+                "(default: practice.db in the user data folder; see `pbclients paths`)."
+            ),
+            show_default=False,
+        ),
+    ] = None,
+    actor: Annotated[
+        str | None,
+        typer.Option(
+            "--actor",
+            envvar="PBCLIENTS_ACTOR",
+            help="Who is acting, for the audit trail (default: your login name).",
+            show_default=False,
+        ),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Manage a practice's client roster."""
+    ctx.obj = AppState(db_option=db, actor_option=actor, debug=debug)
+
+
+ROSTER = "Roster"
+ACCESS = "Portal access"
+DATA = "Deletion and backups"
+ADMIN = "Practice"
+
+app.command(rich_help_panel=ROSTER)(roster.init)
+app.command(rich_help_panel=ROSTER)(roster.demo)
+app.command(rich_help_panel=ROSTER)(roster.add)
+app.command("import", rich_help_panel=ROSTER)(roster.import_clients)
+app.command("list", rich_help_panel=ROSTER)(roster.list_clients)
+app.command(rich_help_panel=ROSTER)(roster.show)
+app.command(rich_help_panel=ACCESS)(access.deactivate)
+app.command(rich_help_panel=ACCESS)(access.activate)
+app.command(rich_help_panel=ADMIN)(admin.plan)
+app.add_typer(admin.audit_app, name="audit", rich_help_panel=ADMIN)
+app.command(rich_help_panel=ADMIN)(admin.paths)
+
+
+def main() -> None:
+    # Everything this process creates (database, backups, logs) holds client data.
+    os.umask(0o077)
+    app()

@@ -1,0 +1,419 @@
+"""init, demo, add, import, list, show: creating the roster and looking at it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from pbclients.cli.common import confirm, err, read_input, reporting, source_name
+from pbclients.cli.options import (
+    DryRunOption,
+    EncodingOption,
+    FormatOption,
+    ListFormat,
+    OutputFormat,
+    ReasonOption,
+    StatusFilter,
+    YesOption,
+)
+from pbclients.cli.output import TABLE_ROWS, console, plural, print_csv, print_json, render_batch
+from pbclients.policy import DESCRIPTIONS, Capability, Status
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from sqlmodel import Session
+
+    from pbclients.cli.common import AppState
+    from pbclients.roster import ClientDetail, ClientFilter, NewClient
+
+CreateProgramsOption = Annotated[
+    bool,
+    typer.Option(
+        "--create-programs", help="Create programs named in the input that do not exist yet."
+    ),
+]
+
+LIST_FIELDS = [
+    "id", "email", "first_name", "last_name", "status", "programs",
+    "created_at", "deactivated_at", "deleted_at", "purge_after", "days_until_purge",
+]  # fmt: skip
+
+
+def init(ctx: typer.Context) -> None:
+    """Create the practice database, or upgrade its schema; safe to run again.
+
+    Example:
+        pbclients init
+        pbclients --db /srv/practice/practice.db init
+    """
+    with reporting(ctx) as app:
+        from pbclients.schema import init_schema
+
+        engine = app.engine(create=True)
+        init_schema(engine)
+        console().print(f"Practice database ready: {app.db}")
+
+
+def demo(
+    ctx: typer.Context,
+    clients: Annotated[
+        int, typer.Option("--clients", min=1, max=100_000, help="How many demo clients.")
+    ] = 300,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Random seed, for the same demo every time.")
+    ] = 7,
+) -> None:
+    """Build a realistic demo practice to try everything on.
+
+    Without --db it writes its own demo.db in the user data folder, never your
+    practice database; it refuses to overwrite a database that is not a demo.
+
+    Example:
+        pbclients demo
+        pbclients --db /tmp/try.db demo --clients 1000
+    """
+    with reporting(ctx) as app:
+        from pbclients import demo as demo_practice
+        from pbclients.paths import demo_db, is_url
+
+        target = app.db_option or demo_db()
+        if not is_url(target):
+            target = str(Path(target).expanduser().resolve())
+        summary = demo_practice.build(target, clients=clients, seed=seed, now_actor=app.actor)
+        out = console()
+        out.print(f"Demo practice ready: {target}")
+        out.print(
+            f"{summary.clients} clients ({summary.deactivated} deactivated) in "
+            f"{summary.programs} programs, with appointments, journals, notes, messages and files."
+        )
+        db_arg = f"--db {target}"
+        out.print("Try next:")
+        for line in (
+            f"pbclients {db_arg} list",
+            f"pbclients {db_arg} show {summary.sample_email}",
+            f"pbclients {db_arg} deactivate --program '{summary.sample_program}' --dry-run",
+            f"pbclients {db_arg} plan",
+            f"pbclients {db_arg} audit",
+        ):
+            out.print(f"  {line}")
+
+
+def add(
+    ctx: typer.Context,
+    email: Annotated[
+        str, typer.Option("--email", help="The client's e-mail (their portal login).")
+    ],
+    first_name: Annotated[str, typer.Option("--first-name", help="First name.")],
+    last_name: Annotated[str, typer.Option("--last-name", help="Last name.")],
+    phone: Annotated[str | None, typer.Option("--phone", help="Phone number.")] = None,
+    program: Annotated[str | None, typer.Option("--program", help="Enrol in this program.")] = None,
+    create_programs: CreateProgramsOption = False,
+    yes: YesOption = False,
+    dry_run: DryRunOption = False,
+    reason: ReasonOption = None,
+    output: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """Add one client (refused past the plan limit).
+
+    Example:
+        pbclients add --email ana@example.org --first-name Ana --last-name Silva
+        pbclients add --email bo@example.org --first-name Bo --last-name Li --program Reset
+    """
+    from pbclients.csvinput import check_email
+
+    with reporting(ctx) as app:
+        from pbclients.roster import NewClient
+
+        new = NewClient(
+            check_email(email.strip(), "--email"),
+            _required(first_name, "--first-name"),
+            _required(last_name, "--last-name"),
+            (phone or "").strip() or None,
+            (program or "").strip() or None,
+        )
+        _add(app, [new], create_programs, yes, dry_run, reason, output, stdin_used=False)
+
+
+def import_clients(
+    ctx: typer.Context,
+    file: Annotated[
+        str,
+        typer.Argument(
+            metavar="FILE.csv",
+            help="CSV: email, first_name, last_name[, phone, program]; - for stdin.",
+        ),
+    ],
+    encoding: EncodingOption = "utf-8",
+    create_programs: CreateProgramsOption = False,
+    yes: YesOption = False,
+    dry_run: DryRunOption = False,
+    reason: ReasonOption = None,
+    output: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """Add clients from a CSV file, all or nothing.
+
+    Columns: email, first_name, last_name, optional phone and program (enrols
+    the client in that program). Refused as a whole on a bad row, an e-mail
+    that is already a client, or past the plan limit.
+
+    Example:
+        pbclients import new-clients.csv --dry-run
+        pbclients import new-clients.csv --reason "autumn intake" --yes
+    """
+    with reporting(ctx) as app:
+        from pbclients.csvinput import read_import_csv
+        from pbclients.roster import NewClient
+
+        rows = read_import_csv(read_input(file), source=source_name(file), encoding=encoding)
+        new = [
+            NewClient(
+                r.email,
+                r.first_name,
+                r.last_name,
+                r.phone,
+                r.program,
+                f"line {r.line} of {source_name(file)}",
+            )
+            for r in rows
+        ]
+        _add(app, new, create_programs, yes, dry_run, reason, output, stdin_used=file == "-")
+
+
+def _required(value: str, option: str) -> str:
+    from pbclients.errors import BadInput
+
+    if not value.strip():
+        raise BadInput(f"{option} cannot be empty.")
+    return value.strip()
+
+
+def _add(
+    app: AppState,
+    new: list[NewClient],
+    create_programs: bool,
+    yes: bool,
+    dry_run: bool,
+    reason: str | None,
+    output: OutputFormat,
+    *,
+    stdin_used: bool,
+) -> None:
+    from pbclients import plan, roster
+    from pbclients.db import reading
+
+    engine = app.engine()
+    if not new:
+        err("The file has no client rows; nothing to add.")
+        return
+    change = app.change(reason)
+    preview = roster.add_clients(engine, new, change, dry_run=True, create_programs=create_programs)
+    if not dry_run:
+        with reading(engine) as session:
+            usage = plan.usage(session)
+        seats = (
+            "" if usage.limit is None else f" ({usage.counted} of {usage.limit} plan seats used)"
+        )
+        confirm(
+            f"Add {plural(len(new), 'client')}{seats}? They get portal access.",
+            yes=yes,
+            stdin_used=stdin_used,
+        )
+        batch = roster.add_clients(engine, new, change, create_programs=create_programs)
+        summary = f"Added {plural(batch.changing, 'client')} (batch {batch.batch_id})."
+    else:
+        batch = preview
+        summary = f"Dry run: would add {plural(batch.changing, 'client')}; nothing was written."
+    render_batch(batch, output, summary)
+
+
+def list_clients(
+    ctx: typer.Context,
+    status: Annotated[
+        StatusFilter | None,
+        typer.Option(
+            "--status",
+            help="active, deactivated, deleted or all [default: active and deactivated]",
+            show_default=False,
+        ),
+    ] = None,
+    search: Annotated[
+        str | None, typer.Option("--search", help="Part of a name or e-mail.")
+    ] = None,
+    program: Annotated[
+        str | None, typer.Option("--program", help="Only clients enrolled in this program.")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="At most this many clients.")
+    ] = None,
+    output: Annotated[
+        ListFormat, typer.Option("--format", "-f", help="table, json, csv or ids (one ID a line).")
+    ] = ListFormat.TABLE,
+) -> None:
+    """List clients, filtered; json/csv/ids return every match unless --limit.
+
+    Example:
+        pbclients list --status deactivated
+        pbclients list --search silva --format json
+        pbclients list --program "Spring Reset" --format ids > spring.txt
+    """
+    with reporting(ctx) as app:
+        from pbclients import clock, roster
+        from pbclients.db import reading
+
+        statuses = {
+            None: (Status.ACTIVE, Status.DEACTIVATED),
+            StatusFilter.ALL: tuple(Status),
+        }.get(status) or (Status(status.value),)  # type: ignore[union-attr]
+        where = roster.ClientFilter(statuses, search, program, limit)
+        now = clock.now()
+        with reading(app.engine()) as session:
+            if output is ListFormat.IDS:
+                for client in roster.iter_clients(session, where):
+                    sys.stdout.write(f"{client.id}\n")
+            elif output is ListFormat.JSON:
+                print_json([c.as_record(now) for c in roster.iter_clients(session, where)])
+            elif output is ListFormat.CSV:
+                print_csv(
+                    (c.as_record(now) for c in roster.iter_clients(session, where)), LIST_FIELDS
+                )
+            else:
+                _list_table(session, where, now)
+
+
+def _list_table(session: Session, where: ClientFilter, now: datetime) -> None:
+    from dataclasses import replace
+
+    from rich.table import Table
+
+    from pbclients import roster
+    from pbclients.clock import iso
+
+    capped = where.limit is None and sys.stdout.isatty()
+    shown_where = replace(where, limit=TABLE_ROWS) if capped else where
+    deleted = Status.DELETED in where.statuses
+    table = Table(box=None, pad_edge=False)
+    for name in ("id", "name", "email", "status", "programs", "since"):
+        table.add_column(name)
+    if deleted:
+        table.add_column("purge in")
+    shown = 0
+    for client in roster.iter_clients(session, shown_where):
+        since = client.deleted_at or client.deactivated_at or client.created_at
+        row = [
+            str(client.id),
+            f"{client.first_name} {client.last_name}",
+            client.email,
+            client.status,
+            ", ".join(client.programs),
+            (iso(since) or "")[:10],
+        ]
+        if deleted:
+            days = client.days_until_purge(now)
+            row.append("" if days is None else f"{days} d")
+        table.add_row(*row)
+        shown += 1
+    out = console()
+    if shown == 0:
+        out.print("No clients match.")
+        return
+    out.print(table)
+    if capped:
+        total = roster.count_clients(session, where)
+        if total > shown:
+            out.print(f"... and {total - shown} more; use --limit N or --format csv to see them.")
+
+
+def show(
+    ctx: typer.Context,
+    client: Annotated[str, typer.Argument(help="Client ID or e-mail.")],
+    output: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="table or json.")
+    ] = OutputFormat.TABLE,
+) -> None:
+    """Show one client: state, what they can do in it, appointments, programs, records.
+
+    Example:
+        pbclients show 12
+        pbclients show ana@example.org --format json
+    """
+    with reporting(ctx) as app:
+        from pbclients import clock, roster
+        from pbclients.db import reading
+
+        now = clock.now()
+        with reading(app.engine()) as session:
+            detail = roster.client_detail(session, client, now)
+        if output is OutputFormat.JSON:
+            print_json(detail.as_record(now))
+        elif output is OutputFormat.CSV:
+            print_csv([detail.summary.as_record(now)], LIST_FIELDS)
+        else:
+            _show_table(detail, now)
+
+
+def _show_table(detail: ClientDetail, now: datetime) -> None:
+    from rich.table import Table
+
+    from pbclients.clock import iso
+
+    out = console()
+    s = detail.summary
+    out.print(f"[bold]{s.first_name} {s.last_name}[/bold]  (client {s.id})", markup=True)
+    out.print(f"e-mail: {s.email}    phone: {detail.phone or '-'}")
+    state_line = f"status: {s.status}"
+    if s.deactivated_at and s.status == Status.DEACTIVATED:
+        state_line += f" since {iso(s.deactivated_at)}"
+    if s.deleted_at:
+        state_line += (
+            f" on {iso(s.deleted_at)}; purged after {iso(s.purge_after)} "
+            f"({s.days_until_purge(now)} days left)"
+        )
+    out.print(state_line)
+
+    capabilities = Table(
+        title="What this client can do now", box=None, pad_edge=False, title_justify="left"
+    )
+    capabilities.add_column("capability")
+    capabilities.add_column("allowed")
+    for capability in Capability:
+        allowed = detail.capabilities[capability.value]
+        capabilities.add_row(DESCRIPTIONS[capability], "yes" if allowed else "no")
+    out.print(capabilities)
+
+    blocked = [a for a in detail.appointments if a["telehealth"] and not a["client_can_join"]]
+    if blocked:
+        out.print(
+            f"Warning: {plural(len(blocked), 'upcoming telehealth session')} on the calendar "
+            "that this client cannot join while deactivated."
+        )
+    if detail.appointments:
+        appointments = Table(
+            title="Upcoming appointments", box=None, pad_edge=False, title_justify="left"
+        )
+        for name in ("when", "title", "minutes", "telehealth"):
+            appointments.add_column(name)
+        for a in detail.appointments:
+            appointments.add_row(
+                a["starts_at"],
+                a["title"],
+                str(a["duration_minutes"]),
+                "yes" if a["telehealth"] else "no",
+            )
+        out.print(appointments)
+    if detail.enrolments:
+        enrolments = Table(
+            title="Programs and packages", box=None, pad_edge=False, title_justify="left"
+        )
+        for name in ("program", "kind", "progress", "state"):
+            enrolments.add_column(name)
+        for e in detail.enrolments:
+            enrolments.add_row(e["program"], e["kind"], f"{e['progress_percent']}%", e["state"])
+        out.print(enrolments)
+    out.print(
+        "records: "
+        + ", ".join(f"{kind.replace('_', ' ')} {n}" for kind, n in detail.counts.items())
+    )

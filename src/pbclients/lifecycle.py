@@ -1,0 +1,160 @@
+"""Pausing and resuming portal access (deactivate / activate), in bulk.
+
+Nothing here notifies a client or touches their records: deactivation is
+archiving, and reactivation restores exactly what was there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Engine, distinct, func, update
+from sqlmodel import Session, col, select
+
+from pbclients import audit, clock
+from pbclients.db import load_ids, reading, writing
+from pbclients.errors import DatabaseBusy, TransitionNotAllowed
+from pbclients.models import Appointment, Client, Enrolment, PaymentPlan
+from pbclients.policy import Status
+from pbclients.results import Batch, ChangeResult, Consequences, Outcome
+from pbclients.selection import Resolved, Selection, resolve
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Change:
+    """Who makes a change, why, and when (the audit trail's columns)."""
+
+    actor: str
+    reason: str | None = None
+    at: datetime = field(default_factory=clock.now)
+
+
+_ACTION = {Status.ACTIVE: "activate", Status.DEACTIVATED: "deactivate"}
+
+
+def preview_status(engine: Engine, selection: Selection, target: Status) -> Batch:
+    """What `set_status` would do, with the consequences to confirm; writes nothing."""
+    with reading(engine) as session:
+        resolved = resolve(session, selection)
+        results = _plan(resolved, target, Outcome.PLANNED)
+        changing = [r.client_id for r in results if r.outcome is Outcome.PLANNED and r.client_id]
+        return Batch(
+            _ACTION[target],
+            results,
+            dry_run=True,
+            consequences=consequences(session, changing, clock.now()),
+        )
+
+
+def set_status(
+    engine: Engine,
+    selection: Selection,
+    target: Status,
+    change: Change,
+    *,
+    on_progress: ProgressCallback | None = None,
+) -> Batch:
+    """Activate or deactivate every selected client in one transaction with its audit events."""
+    batch_id = audit.new_batch_id()
+    with writing(engine) as session:
+        resolved = resolve(session, selection)
+        results = _plan(resolved, target, Outcome.CHANGED)
+        by_status: dict[Status, list[int]] = {}
+        for result in results:
+            if result.outcome is Outcome.CHANGED and result.client_id is not None:
+                by_status.setdefault(Status(str(result.before)), []).append(result.client_id)
+        done = 0
+        for before, ids in by_status.items():
+            _update_status(session, ids, before, target, change.at)
+            done += len(ids)
+            if on_progress:
+                on_progress(done, len(results))
+        audit.append(
+            session,
+            (
+                audit.NewEvent(_ACTION[target], r.client_id, r.before, r.after)
+                for r in results
+                if r.outcome is Outcome.CHANGED
+            ),
+            batch_id=batch_id,
+            actor=change.actor,
+            reason=change.reason,
+            at=change.at,
+        )
+    changed = any(r.outcome is Outcome.CHANGED for r in results)
+    return Batch(_ACTION[target], results, batch_id=batch_id if changed else None)
+
+
+def _plan(resolved: Resolved, target: Status, outcome: Outcome) -> list[ChangeResult]:
+    results = []
+    for client in resolved.clients:
+        if client.status is Status.DELETED:
+            raise TransitionNotAllowed(
+                f"Client {client.client_id} ('{client.reference}') is deleted and cannot be "
+                f"{_ACTION[target]}d; nothing was changed. "
+                "Bring it back with `pbclients undo BATCH` or `pbclients restore BACKUP` first."
+            )
+        same = client.status is target
+        results.append(
+            ChangeResult(
+                client.reference,
+                client.client_id,
+                client.email,
+                client.status.value,
+                target.value,
+                Outcome.UNCHANGED if same else outcome,
+            )
+        )
+    results.extend(
+        ChangeResult(ref.text, None, None, None, None, Outcome.SKIPPED, note="unknown")
+        for ref in resolved.skipped
+    )
+    return results
+
+
+def _update_status(
+    session: Session, ids: list[int], before: Status, target: Status, at: datetime
+) -> None:
+    selected = load_ids(session, ids)
+    statement = (
+        update(Client)
+        .where(col(Client.id).in_(select(selected.c.id)), col(Client.status) == before.value)
+        .values(
+            status=target.value,
+            deactivated_at=at if target is Status.DEACTIVATED else None,
+        )
+    )
+    # The status guard makes a concurrent change visible instead of silently overwriting it.
+    if session.execute(statement).rowcount != len(ids):
+        raise DatabaseBusy(
+            "Some clients changed while this command ran; nothing was changed, run it again."
+        )
+
+
+def consequences(session: Session, client_ids: list[int], now: datetime) -> Consequences:
+    """Counts the admin should hear before confirming: calendar, programs, payments."""
+    if not client_ids:
+        return Consequences(0)
+    selected = load_ids(session, client_ids)
+    in_selection = col(Appointment.client_id).in_(select(selected.c.id))
+    telehealth = session.exec(
+        select(func.count(), func.count(distinct(Appointment.client_id))).where(
+            in_selection, col(Appointment.telehealth), col(Appointment.starts_at) >= now
+        )
+    ).one()
+    enrolments = session.exec(
+        select(func.count()).where(
+            col(Enrolment.client_id).in_(select(selected.c.id)),
+            col(Enrolment.completed_at).is_(None),
+        )
+    ).one()
+    plans = session.exec(
+        select(func.count()).where(
+            col(PaymentPlan.client_id).in_(select(selected.c.id)), col(PaymentPlan.active)
+        )
+    ).one()
+    return Consequences(len(client_ids), telehealth[0], telehealth[1], enrolments, plans)

@@ -1,0 +1,227 @@
+"""The practice database: clients, the records kept about them, audit, settings.
+
+Times are stored as naive UTC and handed back timezone-aware, the same on
+SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Column, DateTime, Index, LargeBinary, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import text as sql_text
+from sqlmodel import Field, SQLModel
+
+from pbclients.policy import Status
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _when(*, nullable: bool = False, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime, nullable=nullable, index=index))
+
+
+def _client_fk() -> Any:
+    return Field(foreign_key="client.id", index=True)
+
+
+class Client(SQLModel, table=True):
+    __table_args__ = (
+        # An e-mail names one client the practice can see; a deleted client pending
+        # purge may share it with a newer client, which is why restore checks it.
+        Index(
+            "ix_client_email_key_live",
+            "email_key",
+            unique=True,
+            sqlite_where=sql_text("status != 'deleted'"),
+            postgresql_where=sql_text("status != 'deleted'"),
+        ),
+        Index("ix_client_email_key", "email_key"),
+        Index("ix_client_status_purge_after", "status", "purge_after"),
+        Index("ix_client_status_deactivated_at", "status", "deactivated_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str
+    email_key: str
+    first_name: str
+    last_name: str
+    phone: str | None = None
+    status: str = Field(default=Status.ACTIVE.value)
+    # Kept untouched by deactivation so reactivation needs no password reset.
+    portal_password_hash: str | None = None
+    created_at: datetime = _when()
+    deactivated_at: datetime | None = _when(nullable=True)
+    deleted_at: datetime | None = _when(nullable=True)
+    purge_after: datetime | None = _when(nullable=True)
+
+
+class Program(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True)
+    kind: str = "program"  # "program" or "package"
+
+
+class Enrolment(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("client_id", "program_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: int = _client_fk()
+    program_id: int = Field(foreign_key="program.id", index=True)
+    enrolled_at: datetime = _when()
+    progress_percent: int = 0
+    completed_at: datetime | None = _when(nullable=True)
+
+
+class Appointment(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: int = _client_fk()
+    starts_at: datetime = _when(index=True)
+    duration_minutes: int = 50
+    telehealth: bool = False
+    title: str = "Session"
+
+
+class JournalEntry(SQLModel, table=True):
+    __tablename__ = "journal_entry"
+
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: int = _client_fk()
+    written_at: datetime = _when()
+    body: str = Field(sa_type=Text)
+
+
+class Protocol(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: int = _client_fk()
+    assigned_at: datetime = _when()
+    title: str
+    body: str = Field(sa_type=Text)
+
+
+class SessionNote(SQLModel, table=True):
+    __tablename__ = "session_note"
+
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: int = _client_fk()
+    written_at: datetime = _when()
+    shared_with_client: bool = False
+    body: str = Field(sa_type=Text)
+
+
+class Message(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: int = _client_fk()
+    sent_at: datetime = _when()
+    sender: str  # "client" or "practice"
+    body: str = Field(sa_type=Text)
+
+
+class FormRequest(SQLModel, table=True):
+    __tablename__ = "form_request"
+
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: int = _client_fk()
+    form_name: str
+    sent_at: datetime = _when()
+    completed_at: datetime | None = _when(nullable=True)
+    response_json: str | None = Field(default=None, sa_type=Text)
+
+
+class Document(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: int = _client_fk()
+    filename: str
+    content_type: str
+    uploaded_at: datetime = _when()
+    content: bytes = Field(sa_type=LargeBinary)
+
+
+class PaymentMethod(SQLModel, table=True):
+    __tablename__ = "payment_method"
+
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: int = _client_fk()
+    brand: str
+    last4: str
+    expires: str  # MM/YY, as printed on the card
+
+
+class PaymentPlan(SQLModel, table=True):
+    __tablename__ = "payment_plan"
+
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: int = _client_fk()
+    payment_method_id: int | None = Field(default=None, foreign_key="payment_method.id", index=True)
+    description: str
+    amount_cents: int
+    interval: str = "monthly"
+    next_charge_at: datetime | None = _when(nullable=True)
+    active: bool = True
+
+
+class Notification(SQLModel, table=True):
+    """The portal's outbox of automated e-mails; deactivation must never add to it."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: int = _client_fk()
+    kind: str
+    created_at: datetime = _when()
+    sent_at: datetime | None = _when(nullable=True)
+
+
+class AuditEvent(SQLModel, table=True):
+    """Append-only, hash-chained. Holds client IDs only: never a name or an e-mail."""
+
+    __tablename__ = "audit_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _when(index=True)
+    actor: str
+    action: str = Field(index=True)
+    client_id: int | None = Field(default=None, index=True)
+    before: str | None = None
+    after: str | None = None
+    batch_id: str = Field(index=True)
+    reason: str | None = None
+    detail: str | None = Field(default=None, sa_type=Text)  # JSON: backup path and sha256
+    prev_hash: str
+    hash: str
+
+
+class Setting(SQLModel, table=True):
+    key: str = Field(primary_key=True)
+    value: str
+
+
+# Every kind of record a client has, in the order a restore must insert them
+# (payment plans refer to payment methods).
+RECORD_MODELS: dict[str, type[SQLModel]] = {
+    "enrolments": Enrolment,
+    "appointments": Appointment,
+    "journal_entries": JournalEntry,
+    "protocols": Protocol,
+    "session_notes": SessionNote,
+    "messages": Message,
+    "forms": FormRequest,
+    "documents": Document,
+    "payment_methods": PaymentMethod,
+    "payment_plans": PaymentPlan,
+    "notifications": Notification,
+}

@@ -1,0 +1,97 @@
+"""The plan limit: active and deactivated clients hold a seat, deleted ones free it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from sqlalchemy import Engine, func
+from sqlmodel import Session, select
+
+from pbclients import audit, settings
+from pbclients.db import writing
+from pbclients.errors import BadInput, PlanLimitReached
+from pbclients.lifecycle import Change
+from pbclients.models import Client
+from pbclients.policy import Status, counts_toward_plan
+
+
+@dataclass(frozen=True)
+class PlanUsage:
+    limit: int | None
+    counted: int
+    active: int
+    deactivated: int
+    deleted: int
+    available: int | None
+    retention_days: int
+
+    def as_record(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def usage(session: Session) -> PlanUsage:
+    by_status = dict(
+        session.exec(select(Client.status, func.count()).group_by(Client.status)).all()
+    )
+    counts = {status: by_status.get(status.value, 0) for status in Status}
+    counted = sum(n for status, n in counts.items() if counts_toward_plan(status))
+    limit = settings.plan_limit(session)
+    return PlanUsage(
+        limit=limit,
+        counted=counted,
+        active=counts[Status.ACTIVE],
+        deactivated=counts[Status.DEACTIVATED],
+        deleted=counts[Status.DELETED],
+        available=None if limit is None else max(0, limit - counted),
+        retention_days=settings.retention_days(session),
+    )
+
+
+def ensure_room(session: Session, adding: int, *, verb: str = "Adding") -> None:
+    """Refuse (exit 6) before anything is added past the limit."""
+    current = usage(session)
+    if current.limit is None or current.counted + adding <= current.limit:
+        return
+    noun = "client" if adding == 1 else "clients"
+    raise PlanLimitReached(
+        f"{verb} {adding} {noun} would exceed the plan limit of {current.limit} "
+        f"({current.counted} counted: {current.active} active, {current.deactivated} "
+        f"deactivated); nothing was added. Deleting clients frees their seats "
+        f"(deleting the {current.deactivated} deactivated would free {current.deactivated}), "
+        "or raise the limit with `pbclients plan --set-limit N`."
+    )
+
+
+def configure(
+    engine: Engine,
+    change: Change,
+    *,
+    limit: int | Literal["unlimited"] | None = None,
+    retention_days: int | None = None,
+) -> PlanUsage:
+    """Set the plan limit and/or the retention period in one audited transaction."""
+    if retention_days is not None and retention_days < 1:
+        raise BadInput("The retention period must be at least 1 day; nothing was changed.")
+    if isinstance(limit, int) and limit < 0:
+        raise BadInput("The plan limit cannot be negative; nothing was changed.")
+    with writing(engine) as session:
+        events = []
+        if limit is not None:
+            old = settings.get(session, settings.PLAN_LIMIT)
+            new = None if limit == "unlimited" else str(limit)
+            settings.put(session, settings.PLAN_LIMIT, new)
+            events.append(audit.NewEvent("plan.set_limit", None, old or "none", new or "none"))
+        if retention_days is not None:
+            old = str(settings.retention_days(session))
+            settings.put(session, settings.RETENTION_DAYS, str(retention_days))
+            events.append(audit.NewEvent("plan.set_retention", None, old, str(retention_days)))
+        audit.append(
+            session,
+            events,
+            batch_id=audit.new_batch_id(),
+            actor=change.actor,
+            reason=change.reason,
+            at=change.at,
+        )
+        return usage(session)

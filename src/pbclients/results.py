@@ -1,0 +1,64 @@
+"""What changing commands return: one result per selected client, rendered anywhere."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Outcome(StrEnum):
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+    SKIPPED = "skipped"
+    PLANNED = "planned"
+    EXPORTED = "exported"
+
+
+@dataclass(frozen=True)
+class ChangeResult:
+    reference: str
+    client_id: int | None
+    email: str | None
+    before: str | None
+    after: str | None
+    outcome: Outcome
+    backup: str | None = None
+    sha256: str | None = None
+    note: str | None = None
+
+    def as_record(self, batch_id: str | None) -> dict[str, Any]:
+        record = asdict(self)
+        record["id"] = record.pop("client_id")
+        record["outcome"] = self.outcome.value
+        record["batch"] = batch_id
+        return record
+
+
+@dataclass(frozen=True)
+class Consequences:
+    """What the admin should know before pausing or resuming portal access."""
+
+    clients: int
+    upcoming_telehealth: int = 0
+    clients_with_telehealth: int = 0
+    active_enrolments: int = 0
+    active_payment_plans: int = 0
+
+
+@dataclass(frozen=True)
+class Batch:
+    action: str
+    results: list[ChangeResult]
+    batch_id: str | None = None
+    dry_run: bool = False
+    consequences: Consequences | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(1 for result in self.results if result.outcome is outcome)
+
+    @property
+    def changing(self) -> int:
+        """Clients this batch changes (or, on a dry run or preview, would change)."""
+        return self.count(Outcome.CHANGED) + self.count(Outcome.PLANNED)

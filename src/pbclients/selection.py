@@ -1,0 +1,153 @@
+"""Turning what the admin typed (IDs, e-mails, CSV rows, a program) into clients.
+
+Every reference is resolved before anything changes, in a few chunked
+set-based queries, so an unknown reference stops the whole command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from pbclients.csvinput import Reference
+from pbclients.errors import BadInput, UnknownClient, UsageError
+from pbclients.models import Client, Enrolment, Program
+from pbclients.policy import Status
+
+# Well under SQLite's and PostgreSQL's limits on bound parameters per statement.
+CHUNK = 10_000
+
+
+@dataclass(frozen=True)
+class Selection:
+    references: Sequence[Reference] = ()
+    program: str | None = None
+    skip_unknown: bool = False
+
+    def is_empty(self) -> bool:
+        return not self.references and self.program is None
+
+
+@dataclass(frozen=True)
+class Selected:
+    reference: str
+    client_id: int
+    email: str
+    status: Status
+
+
+@dataclass(frozen=True)
+class Resolved:
+    clients: list[Selected] = field(default_factory=list)
+    skipped: list[Reference] = field(default_factory=list)
+
+
+def chunks(items: Sequence[object], size: int = CHUNK) -> Iterator[Sequence[object]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def reference_key(text: str) -> str:
+    """IDs and e-mails compare as the tool compares them: `007` is 7, e-mail case is ignored."""
+    return str(int(text)) if is_client_id(text) else text.casefold()
+
+
+def is_client_id(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def resolve(session: Session, selection: Selection) -> Resolved:
+    if selection.is_empty():
+        raise UsageError(
+            "Name the clients to change: IDs or e-mails, --csv FILE, --ids-from FILE "
+            "or --program NAME."
+        )
+    unique: dict[str, Reference] = {}
+    for reference in selection.references:
+        unique.setdefault(reference_key(reference.text), reference)
+
+    by_id = _rows_by_id(session, [int(key) for key in unique if is_client_id(key)])
+    by_email = _rows_by_email(session, [key for key in unique if not is_client_id(key)])
+
+    resolved = Resolved()
+    seen_ids: set[int] = set()
+    unknown: list[Reference] = []
+    for key, reference in unique.items():
+        row = by_id.get(int(key)) if is_client_id(key) else by_email.get(key)
+        if row is None:
+            unknown.append(reference)
+        elif row.id not in seen_ids:
+            seen_ids.add(row.id)
+            resolved.clients.append(Selected(reference.text, row.id, row.email, Status(row.status)))
+    if selection.program is not None:
+        for row in _rows_in_program(session, selection.program):
+            if row.id not in seen_ids:
+                seen_ids.add(row.id)
+                resolved.clients.append(
+                    Selected(str(row.id), row.id, row.email, Status(row.status))
+                )
+    if unknown and not selection.skip_unknown:
+        raise UnknownClient(_unknown_message(unknown))
+    resolved.skipped.extend(unknown)
+    return resolved
+
+
+def _unknown_message(unknown: list[Reference]) -> str:
+    shown = ", ".join(
+        f"'{ref.text}'" + (f" ({ref.where()})" if ref.where() else "") for ref in unknown[:5]
+    )
+    more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+    noun = "client" if len(unknown) == 1 else "clients"
+    return (
+        f"Unknown {noun} {shown}{more}; nothing was changed. "
+        "Check the references, or use --skip-unknown to change the others."
+    )
+
+
+_COLUMNS = (col(Client.id), col(Client.email), col(Client.email_key), col(Client.status))
+
+
+def _rows_by_id(session: Session, ids: list[int]) -> dict[int, Client]:
+    found = {}
+    for chunk in chunks(ids):
+        for row in session.exec(select(*_COLUMNS).where(col(Client.id).in_(chunk))):
+            found[row.id] = row
+    return found
+
+
+def _rows_by_email(session: Session, keys: list[str]) -> dict[str, Client]:
+    found = {}
+    for chunk in chunks(keys):
+        query = select(*_COLUMNS).where(col(Client.email_key).in_(chunk)).order_by(col(Client.id))
+        for row in session.exec(query):
+            # A live client owns its e-mail; a deleted one pending purge only if no one else does.
+            current = found.get(row.email_key)
+            if current is None or current.status == Status.DELETED:
+                found[row.email_key] = row
+    return found
+
+
+def _rows_in_program(session: Session, name: str) -> list[Client]:
+    program_id = find_program(session, name)
+    query = (
+        select(*_COLUMNS)
+        .join(Enrolment, col(Enrolment.client_id) == Client.id)
+        .where(Enrolment.program_id == program_id, Client.status != Status.DELETED)
+        .order_by(col(Client.id))
+    )
+    return list(session.exec(query))
+
+
+def find_program(session: Session, name: str) -> int:
+    program_id = session.exec(
+        select(Program.id).where(func.lower(Program.name) == name.strip().casefold())
+    ).first()
+    if program_id is None:
+        known = ", ".join(session.exec(select(Program.name).order_by(Program.name)).all()) or "none"
+        raise BadInput(
+            f"There is no program named '{name}' (programs: {known}); nothing was changed."
+        )
+    return program_id
