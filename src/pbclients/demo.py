@@ -118,9 +118,16 @@ class DemoSummary:
     sample_program: str
 
 
-def build(target: str, *, clients: int, seed: int, now_actor: str) -> DemoSummary:
+def build(target: str, *, clients: int, seed: int, actor: str) -> DemoSummary:
     """(Re)build a demo practice at `target`; never over a database that is not a demo."""
     engine = _fresh_demo_engine(target)
+    try:
+        return _populate(engine, clients=clients, seed=seed, actor=actor)
+    finally:
+        engine.dispose()
+
+
+def _populate(engine: Engine, *, clients: int, seed: int, actor: str) -> DemoSummary:
     init_schema(engine)
     rng = random.Random(seed)
     now = clock.now()
@@ -180,7 +187,7 @@ def build(target: str, *, clients: int, seed: int, now_actor: str) -> DemoSummar
             session,
             [audit.NewEvent("add", row["id"], None, Status.ACTIVE.value) for row in client_rows],
             batch_id=audit.new_batch_id(),
-            actor=now_actor,
+            actor=actor,
             reason="demo practice",
             at=now,
         )
@@ -191,7 +198,7 @@ def build(target: str, *, clients: int, seed: int, now_actor: str) -> DemoSummar
                 for cid in deactivated
             ],
             batch_id=audit.new_batch_id(),
-            actor=now_actor,
+            actor=actor,
             reason="demo: paused clients",
             at=now,
         )

@@ -8,7 +8,7 @@ import sys
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +27,8 @@ class AppState:
     db_option: str | None
     actor_option: str | None
     debug: bool
+    # Engines opened by the command, closed when it ends (pooled connections otherwise leak).
+    opened: list[Engine] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def db(self) -> str:
@@ -55,6 +57,7 @@ class AppState:
         from pbclients.schema import require_schema
 
         engine = make_engine(self.db, create=create)
+        self.opened.append(engine)
         if not create:
             require_schema(engine)
         return engine
@@ -95,6 +98,9 @@ def reporting(ctx: typer.Context) -> Iterator[AppState]:
             "Run the command again with --debug for details."
         )
         raise typer.Exit(ExitCode.ERROR) from None
+    finally:
+        while app_state.opened:
+            app_state.opened.pop().dispose()
 
 
 def interactive() -> bool:

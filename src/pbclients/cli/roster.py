@@ -83,7 +83,7 @@ def demo(
         target = app.db_option or demo_db()
         if not is_url(target):
             target = str(Path(target).expanduser().resolve())
-        summary = demo_practice.build(target, clients=clients, seed=seed, now_actor=app.actor)
+        summary = demo_practice.build(target, clients=clients, seed=seed, actor=app.actor)
         out = console()
         out.print(f"Demo practice ready: {target}")
         out.print(
