@@ -1,0 +1,1 @@
+complete --command pbclients --no-files --arguments "(env _PBCLIENTS_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) pbclients)" --condition "env _PBCLIENTS_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) pbclients"
