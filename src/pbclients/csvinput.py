@@ -148,6 +148,13 @@ def _cell(cells: list[str], index: int) -> str:
     return cells[index] if index < len(cells) else ""
 
 
+def _empty_cell(source: str, line: int, column: str) -> BadInput:
+    return BadInput(
+        f"{source} line {line} has an empty {column} cell; fill it in or remove the row. "
+        f"{_NOTHING_CHANGED}"
+    )
+
+
 def _optional(cells: list[str], index: int | None) -> str | None:
     return (_cell(cells, index) or None) if index is not None else None
 
@@ -177,10 +184,7 @@ def read_reference_csv(
     for line, cells in rows:
         text = _cell(cells, index)
         if not text:
-            raise BadInput(
-                f"{source} line {line} has an empty {header[index]} cell; fill it in or "
-                f"remove the row. {_NOTHING_CHANGED}"
-            )
+            raise _empty_cell(source, line, header[index])
         references.append(Reference(text, source, line))
     return references
 
@@ -207,6 +211,17 @@ def _is_email(text: str) -> bool:
     )
 
 
+def check_email(text: str, where: str) -> str:
+    """Return `text` stripped if it is an e-mail address, else raise BadInput naming `where`."""
+    value = text.strip()
+    if not _is_email(value):
+        raise BadInput(
+            f"{where} {value!r} is not an e-mail address; give one like ana@example.org. "
+            f"{_NOTHING_CHANGED}"
+        )
+    return value
+
+
 def read_import_csv(data: bytes, *, source: str, encoding: str = "utf-8") -> list[ImportRow]:
     """Read new clients (email, first_name, last_name, optional phone and program)."""
     header, rows = _table(data, source, encoding)
@@ -227,23 +242,12 @@ def read_import_csv(data: bytes, *, source: str, encoding: str = "utf-8") -> lis
         for name, index in columns.items():
             values[name] = _cell(cells, index)
             if not values[name]:
-                raise BadInput(
-                    f"{source} line {line} has an empty {header[index]} cell; fill it in or "
-                    f"remove the row. {_NOTHING_CHANGED}"
-                )
+                raise _empty_cell(source, line, header[index])
         if not _is_email(values["email"]):
             raise BadInput(
                 f"{source} line {line} has {values['email']!r} in the e-mail column, which is "
                 f"not an e-mail address; correct it or remove the row. {_NOTHING_CHANGED}"
             )
-        result.append(
-            ImportRow(
-                line=line,
-                email=values["email"],
-                first_name=values["first_name"],
-                last_name=values["last_name"],
-                phone=_optional(cells, phone),
-                program=_optional(cells, program),
-            )
-        )
+        phone_cell, program_cell = _optional(cells, phone), _optional(cells, program)
+        result.append(ImportRow(line, **values, phone=phone_cell, program=program_cell))
     return result
