@@ -136,24 +136,8 @@ def _populate(engine: Engine, *, clients: int, seed: int, actor: str) -> DemoSum
             insert(Program),
             [{"id": i, "name": n, "kind": k} for i, (n, k) in enumerate(PROGRAMS, 1)],
         )
-        client_rows, records = (
-            [],
-            {
-                model: []
-                for model in (
-                    Enrolment,
-                    Appointment,
-                    JournalEntry,
-                    Protocol,
-                    SessionNote,
-                    Message,
-                    FormRequest,
-                    Document,
-                    PaymentMethod,
-                    PaymentPlan,
-                )
-            },
-        )
+        client_rows: list[dict[str, Any]] = []
+        records: dict[type[SQLModel], list[dict[str, Any]]] = {model: [] for model in RECORDED}
         deactivated = []
         for client_id in range(1, clients + 1):
             first, last = rng.choice(FIRST), rng.choice(LAST)
@@ -185,7 +169,10 @@ def _populate(engine: Engine, *, clients: int, seed: int, actor: str) -> DemoSum
         settings.put(session, settings.PLAN_LIMIT, str(max(500, clients + clients // 4)))
         audit.append(
             session,
-            [audit.NewEvent("add", row["id"], None, Status.ACTIVE.value) for row in client_rows],
+            [
+                audit.NewEvent("add", int(row["id"]), None, Status.ACTIVE.value)
+                for row in client_rows
+            ],
             batch_id=audit.new_batch_id(),
             actor=actor,
             reason="demo practice",
@@ -202,9 +189,8 @@ def _populate(engine: Engine, *, clients: int, seed: int, actor: str) -> DemoSum
             reason="demo: paused clients",
             at=now,
         )
-    return DemoSummary(
-        clients, len(deactivated), len(PROGRAMS), client_rows[0]["email"], PROGRAMS[0][0]
-    )
+    sample_email = str(client_rows[0]["email"])
+    return DemoSummary(clients, len(deactivated), len(PROGRAMS), sample_email, PROGRAMS[0][0])
 
 
 RECORDED: tuple[type[SQLModel], ...] = (

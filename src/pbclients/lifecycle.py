@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import Engine, distinct, func, update
 from sqlmodel import Session, col, select
 
-from pbclients import audit, clock
+from pbclients import audit, clock, faults
 from pbclients.db import load_ids, reading, writing
 from pbclients.errors import DatabaseBusy, TransitionNotAllowed
 from pbclients.models import Appointment, Client, Enrolment, PaymentPlan
@@ -73,6 +73,7 @@ def set_status(
             done += len(ids)
             if on_progress:
                 on_progress(done, len(results))
+        faults.checkpoint("status-updated")
         audit.append(
             session,
             (
@@ -129,7 +130,7 @@ def _update_status(
         )
     )
     # The status guard makes a concurrent change visible instead of silently overwriting it.
-    if session.execute(statement).rowcount != len(ids):
+    if session.execute(statement).rowcount != len(ids):  # type: ignore[attr-defined]
         raise DatabaseBusy(
             "Some clients changed while this command ran; nothing was changed, run it again."
         )
@@ -142,7 +143,7 @@ def consequences(session: Session, client_ids: list[int], now: datetime) -> Cons
     selected = load_ids(session, client_ids)
     in_selection = col(Appointment.client_id).in_(select(selected.c.id))
     telehealth = session.exec(
-        select(func.count(), func.count(distinct(Appointment.client_id))).where(
+        select(func.count(), func.count(distinct(col(Appointment.client_id)))).where(
             in_selection, col(Appointment.telehealth), col(Appointment.starts_at) >= now
         )
     ).one()

@@ -46,7 +46,7 @@ def add_clients(
     with writing(engine) as session:
         _refuse_duplicates(session, new_clients)
         ensure_room(session, len(new_clients))
-        program_ids = _programs(session, new_clients, create=create_programs and not dry_run)
+        program_ids = _programs(session, new_clients, create=create_programs, dry_run=dry_run)
         if dry_run:
             session.rollback()
             return Batch(
@@ -73,7 +73,7 @@ def add_clients(
         for chunk in chunks(rows):
             ids.extend(
                 session.scalars(
-                    insert(Client).returning(Client.id, sort_by_parameter_order=True), chunk
+                    insert(Client).returning(col(Client.id), sort_by_parameter_order=True), chunk
                 )
             )
         enrolments = [
@@ -121,20 +121,21 @@ def _refuse_duplicates(session: Session, new_clients: Sequence[NewClient]) -> No
             )
         ).first()
         if taken:
-            client = first_seen[taken.email_key]
+            taken_id, taken_key = taken
+            client = first_seen[taken_key]
             where = f" ({client.where})" if client.where else ""
             raise BadInput(
-                f"'{client.email}'{where} is already client {taken.id}; nothing was added. "
+                f"'{client.email}'{where} is already client {taken_id}; nothing was added. "
                 "Remove it from the input, or use `pbclients show` to look at the existing client."
             )
 
 
 def _programs(
-    session: Session, new_clients: Sequence[NewClient], *, create: bool
+    session: Session, new_clients: Sequence[NewClient], *, create: bool, dry_run: bool = False
 ) -> dict[str, int]:
     wanted = {c.program.casefold(): c for c in new_clients if c.program}
     known = {
-        name.casefold(): program_id
+        name.casefold(): int(program_id or 0)
         for program_id, name in session.exec(select(Program.id, Program.name)).all()
     }
     missing = [client for key, client in wanted.items() if key not in known]
@@ -145,7 +146,9 @@ def _programs(
             f"There is no program named '{first.program}'{where}; nothing was added. "
             "Check the name, or pass --create-programs to create it."
         )
-    for client in missing:
+    # A dry run (and the preview before confirming) must accept what --create-programs
+    # would create, without creating it.
+    for client in [] if dry_run else missing:
         program = Program(name=str(client.program))
         session.add(program)
         session.flush()
@@ -350,7 +353,7 @@ def client_detail(session: Session, reference: str, now: datetime) -> ClientDeta
         )
         for kind, model in RECORD_MODELS.items()
     }
-    programs = sorted(e["program"] for e in enrolments)
+    programs = sorted(str(e["program"]) for e in enrolments)
     return ClientDetail(
         summary=_summary(client, programs),
         phone=client.phone,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
@@ -16,6 +17,8 @@ from pbclients.csvinput import Reference
 from pbclients.errors import BadInput, UnknownClient, UsageError
 from pbclients.models import Client, Enrolment, Program
 from pbclients.policy import Status
+
+T = TypeVar("T")
 
 # Well under SQLite's and PostgreSQL's limits on bound parameters per statement.
 CHUNK = 10_000
@@ -45,7 +48,7 @@ class Resolved:
     skipped: list[Reference] = field(default_factory=list)
 
 
-def chunks(items: Sequence[object], size: int = CHUNK) -> Iterator[Sequence[object]]:
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -107,22 +110,34 @@ def _unknown_message(unknown: list[Reference]) -> str:
     )
 
 
+class _Row(NamedTuple):
+    id: int
+    email: str
+    email_key: str
+    status: str
+
+
 _COLUMNS = (col(Client.id), col(Client.email), col(Client.email_key), col(Client.status))
 
 
-def _rows_by_id(session: Session, ids: list[int]) -> dict[int, Client]:
+def _rows(session: Session, query: Any) -> Iterator[_Row]:
+    for row in session.execute(query):
+        yield _Row(*row)
+
+
+def _rows_by_id(session: Session, ids: list[int]) -> dict[int, _Row]:
     found = {}
     for chunk in chunks(ids):
-        for row in session.exec(select(*_COLUMNS).where(col(Client.id).in_(chunk))):
+        for row in _rows(session, select(*_COLUMNS).where(col(Client.id).in_(chunk))):
             found[row.id] = row
     return found
 
 
-def _rows_by_email(session: Session, keys: list[str]) -> dict[str, Client]:
-    found = {}
+def _rows_by_email(session: Session, keys: list[str]) -> dict[str, _Row]:
+    found: dict[str, _Row] = {}
     for chunk in chunks(keys):
         query = select(*_COLUMNS).where(col(Client.email_key).in_(chunk)).order_by(col(Client.id))
-        for row in session.exec(query):
+        for row in _rows(session, query):
             # A live client owns its e-mail; a deleted one pending purge only if no one else does.
             current = found.get(row.email_key)
             if current is None or current.status == Status.DELETED:
@@ -130,7 +145,7 @@ def _rows_by_email(session: Session, keys: list[str]) -> dict[str, Client]:
     return found
 
 
-def _rows_in_program(session: Session, name: str) -> list[Client]:
+def _rows_in_program(session: Session, name: str) -> list[_Row]:
     program_id = find_program(session, name)
     query = (
         select(*_COLUMNS)
@@ -138,7 +153,7 @@ def _rows_in_program(session: Session, name: str) -> list[Client]:
         .where(Enrolment.program_id == program_id, Client.status != Status.DELETED)
         .order_by(col(Client.id))
     )
-    return list(session.exec(query))
+    return list(_rows(session, query))
 
 
 def find_program(session: Session, name: str) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -89,7 +89,7 @@ def plan(
             out.print(f"retention before purge: {usage.retention_days} days")
 
 
-def _parse_limit(text: str | None):  # type: ignore[no-untyped-def]
+def _parse_limit(text: str | None) -> int | Literal["unlimited"] | None:
     if text is None:
         return None
     if text.strip().lower() in ("none", "unlimited"):
@@ -99,11 +99,7 @@ def _parse_limit(text: str | None):  # type: ignore[no-untyped-def]
     return int(text)
 
 
-audit_app = typer.Typer(
-    no_args_is_help=False,
-    invoke_without_command=True,
-    help="Show the audit trail; `audit verify` checks it is intact.",
-)
+audit_app = typer.Typer(no_args_is_help=False, invoke_without_command=True)
 
 
 @audit_app.callback(invoke_without_command=True)
@@ -178,11 +174,12 @@ def audit(
                 table.add_column(name)
             for r in records:
                 change = f"{r['before'] or '-'} -> {r['after'] or '-'}"
+                cells = (r["id"], r["at"], r["actor"], r["action"], r["client_id"], change)
                 table.add_row(
-                    str(r["id"]), str(r["at"]), r["actor"], r["action"],
-                    "" if r["client_id"] is None else str(r["client_id"]),
-                    change, r["batch"], r["reason"] or "",
-                )  # fmt: skip
+                    *("" if v is None else str(v) for v in cells),
+                    str(r["batch"]),
+                    str(r["reason"] or ""),
+                )
             out.print(table)
 
 
