@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 
 from pbclients import __version__
-from pbclients.cli import access, admin, roster
+from pbclients.cli import access, admin, backups, maintenance, roster
 from pbclients.cli.common import AppState
+from pbclients.cli.database import db_app
 
 app = typer.Typer(
     name="pbclients",
@@ -79,9 +80,15 @@ app.command("list", rich_help_panel=ROSTER)(roster.list_clients)
 app.command(rich_help_panel=ROSTER)(roster.show)
 app.command(rich_help_panel=ACCESS)(access.deactivate)
 app.command(rich_help_panel=ACCESS)(access.activate)
+app.command(rich_help_panel=ACCESS)(maintenance.undo)
+app.command(rich_help_panel=DATA)(backups.export)
+app.command(rich_help_panel=DATA)(backups.delete)
+app.command(rich_help_panel=DATA)(backups.restore)
+app.command(rich_help_panel=DATA)(maintenance.purge)
 app.command(rich_help_panel=ADMIN)(admin.plan)
 app.add_typer(admin.audit_app, name="audit", rich_help_panel=ADMIN)
 app.command(rich_help_panel=ADMIN)(admin.paths)
+app.add_typer(db_app, name="db", rich_help_panel=ADMIN)
 
 
 def main() -> None:

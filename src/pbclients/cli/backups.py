@@ -1,0 +1,296 @@
+"""export, delete, restore: verified backups, deletion that frees seats, and the way back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from pbclients.cli.access import build_selection
+from pbclients.cli.common import confirm, reporting
+from pbclients.cli.options import (
+    ClientsArgument,
+    ColumnOption,
+    CsvOption,
+    DryRunOption,
+    EncodingOption,
+    FormatOption,
+    IdsFromOption,
+    OutputFormat,
+    ProgramOption,
+    ReasonOption,
+    SkipUnknownOption,
+    YesOption,
+)
+from pbclients.cli.output import console, plural, print_json, render_batch
+from pbclients.cli.progress import progress
+from pbclients.errors import UsageError
+
+if TYPE_CHECKING:
+    from pbclients.results import Batch
+
+BackupDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--backup-dir",
+        metavar="FOLDER",
+        help="Where backups are written (default: backups/ in the user data folder; "
+        "see `pbclients paths`).",
+        show_default=False,
+    ),
+]
+
+
+def _folder(backup_dir: Path | None) -> Path:
+    from pbclients.paths import default_backup_dir
+
+    return backup_dir if backup_dir is not None else default_backup_dir()
+
+
+def export(
+    ctx: typer.Context,
+    clients: ClientsArgument = None,
+    csv_file: CsvOption = None,
+    column: ColumnOption = None,
+    ids_from: IdsFromOption = None,
+    program: ProgramOption = None,
+    skip_unknown: SkipUnknownOption = False,
+    encoding: EncodingOption = "utf-8",
+    backup_dir: BackupDirOption = None,
+    verify: Annotated[
+        Path | None,
+        typer.Option(
+            "--verify",
+            metavar="FILE",
+            help="Re-check an existing backup (every checksum and record count) instead.",
+            show_default=False,
+        ),
+    ] = None,
+    output: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """Write a verified backup of each client, one file per client; nothing else changes.
+
+    Each backup is a ZIP archive with the complete record (profile, records,
+    documents, payments, audit history) and a manifest of SHA-256 checksums,
+    read back and checked after it is written. File names carry the client ID
+    and the time, never a name or e-mail. Existing files are never overwritten.
+
+    Example:
+        pbclients export 12 ana@example.org
+        pbclients export --program "Spring Reset" --backup-dir /mnt/backups --format json
+        pbclients export --verify ~/backups/client-000012-20261126T090000Z.pbbackup.zip
+    """
+    with reporting(ctx) as app:
+        if verify is not None:
+            if clients or csv_file or ids_from or program:
+                raise UsageError("--verify FILE checks a backup; give no clients with it.")
+            _verify(verify, output)
+            return
+        from pbclients.backup import export_clients
+
+        selection, _stdin_used = build_selection(
+            clients, csv_file, column, ids_from, program, skip_unknown, encoding
+        )
+        engine = app.engine()
+        folder = _folder(backup_dir)
+        batch = export_clients(engine, selection, folder, app.change(None))
+        from pbclients.results import Outcome
+
+        exported = batch.count(Outcome.EXPORTED)
+        summary = (
+            f"Wrote and verified {plural(exported, 'backup')} in {batch.extra['folder']}."
+            if exported
+            else "Nothing to export."
+        )
+        render_batch(batch, output, summary)
+
+
+def _verify(path: Path, output: OutputFormat) -> None:
+    from pbclients.backup import verify_backup
+
+    manifest = verify_backup(path)
+    record = manifest.as_record()
+    if output is OutputFormat.JSON:
+        print_json(record)
+        return
+    if output is OutputFormat.CSV:
+        from pbclients.cli.output import print_csv
+
+        fields = [k for k in record if k != "counts"]
+        print_csv([record], fields)
+        return
+    out = console()
+    counts = ", ".join(f"{kind.replace('_', ' ')} {n}" for kind, n in manifest.counts.items() if n)
+    out.print(
+        f"Backup {manifest.path} is intact: client {manifest.client_id}, written "
+        f"{manifest.created_at} by pbclients {manifest.pbclients_version} "
+        f"(format {manifest.format_version}); every checksum matches."
+    )
+    out.print(f"records: {counts or 'none'}")
+    out.print(f"sha256: {manifest.sha256}")
+
+
+def delete(
+    ctx: typer.Context,
+    clients: ClientsArgument = None,
+    csv_file: CsvOption = None,
+    column: ColumnOption = None,
+    ids_from: IdsFromOption = None,
+    program: ProgramOption = None,
+    deactivated_before: Annotated[
+        str | None,
+        typer.Option(
+            "--deactivated-before",
+            metavar="DATE|Nd",
+            help="Clients deactivated before this date (or N days ago); with other selection "
+            "options, only those of them.",
+            rich_help_panel="Selection",
+            show_default=False,
+        ),
+    ] = None,
+    skip_unknown: SkipUnknownOption = False,
+    encoding: EncodingOption = "utf-8",
+    backup_dir: BackupDirOption = None,
+    yes: YesOption = False,
+    dry_run: DryRunOption = False,
+    reason: ReasonOption = None,
+    output: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """Back up, verify, then delete clients: they vanish from the roster and free their seats.
+
+    A complete backup of every selected client is written and read back first;
+    if any backup fails, no client is deleted (exit 4). Deleted clients are
+    purged permanently after the retention period (30 days unless changed with
+    `pbclients plan --set-retention`); until then `pbclients undo BATCH` brings
+    them back, and afterwards `pbclients restore BACKUP`. Deleting more than one
+    client asks you to type how many.
+
+    Example:
+        pbclients delete 12 --reason "asked to be forgotten"
+        pbclients delete --deactivated-before 365d --dry-run
+        pbclients delete --csv leavers.csv --backup-dir /mnt/backups --yes --format json
+    """
+    with reporting(ctx) as app:
+        from pbclients import clock, deletion
+
+        cutoff = (
+            clock.parse_moment(deactivated_before, "--deactivated-before")
+            if deactivated_before
+            else None
+        )
+        selection, stdin_used = build_selection(
+            clients, csv_file, column, ids_from, program, skip_unknown, encoding
+        )
+        engine = app.engine()
+        folder = _folder(backup_dir)
+        preview = deletion.preview_delete(engine, selection, cutoff, backup_dir=folder)
+        if dry_run or preview.changing == 0:
+            _render_delete(preview, output, dry_run=True)
+            return
+        count = preview.changing
+        extra = preview.extra
+        lines = [
+            f"A verified backup of each is written to {folder} first.",
+            f"Their data is purged permanently after {extra['retention_days']} days "
+            f"(on {str(extra['purge_after'])[:10]}); until then `pbclients undo` brings them back.",
+            f"This frees {plural(extra['seats_freed'], 'plan seat')}.",
+        ]
+        question = f"Delete {plural(count, 'client')}?\n  " + "\n  ".join(lines)
+        confirm(question, yes=yes, stdin_used=stdin_used, typed=count if count > 1 else None)
+        with progress(count, "Writing backups") as on_progress:
+            batch = deletion.delete_clients(
+                engine, selection, app.change(reason), folder, cutoff, on_progress=on_progress
+            )
+        _render_delete(batch, output, dry_run=False)
+
+
+def _render_delete(batch: Batch, output: OutputFormat, *, dry_run: bool) -> None:
+    from pbclients.results import Outcome
+
+    parts = []
+    unchanged = batch.count(Outcome.UNCHANGED)
+    skipped = batch.count(Outcome.SKIPPED)
+    if unchanged:
+        parts.append(f"{unchanged} already deleted")
+    if skipped:
+        parts.append(f"{skipped} skipped")
+    rest = f" ({', '.join(parts)})" if parts else ""
+    extra = batch.extra
+    when = f"after {extra['retention_days']} days (on {str(extra['purge_after'])[:10]})"
+    if dry_run:
+        summary = (
+            f"Dry run: would back up and delete {plural(batch.changing, 'client')}{rest}, "
+            f"freeing {plural(batch.changing, 'plan seat')}; they would be purged {when}. "
+            "Nothing was written."
+        )
+    elif batch.batch_id:
+        summary = (
+            f"Deleted {plural(batch.changing, 'client')}{rest}; verified backups are in "
+            f"{extra['backup_dir']}. {plural(extra['seats_freed'], 'plan seat')} freed. "
+            f"They are purged permanently {when}; until then "
+            f"`pbclients undo {batch.batch_id}` brings them back."
+        )
+    else:
+        summary = f"Nothing to delete{rest}."
+    render_batch(batch, output, summary)
+
+
+def restore(
+    ctx: typer.Context,
+    backup: Annotated[Path, typer.Argument(metavar="BACKUP", help="A backup file (.zip).")],
+    yes: YesOption = False,
+    dry_run: DryRunOption = False,
+    reason: ReasonOption = None,
+    output: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """Bring a client back from a backup, as deactivated, with every record.
+
+    Works whether the client was purged already or is still pending purge. The
+    backup is verified first: a damaged one is refused and nothing is written.
+    Refused when its e-mail now belongs to another client (exit 3) or when the
+    plan has no free seat (exit 6). Reactivate with `pbclients activate`.
+
+    Example:
+        pbclients restore ~/backups/client-000012-20261126T090000Z.pbbackup.zip --dry-run
+        pbclients restore client-000012-20261126T090000Z.pbbackup.zip --yes
+    """
+    with reporting(ctx) as app:
+        from pbclients.backup import restore_backup
+        from pbclients.results import Outcome
+
+        engine = app.engine()
+        preview = restore_backup(engine, backup, app.change(reason), dry_run=True)
+        result = preview.results[0]
+        if dry_run or result.outcome is not Outcome.PLANNED:
+            _render_restore(preview, output)
+            return
+        records = sum(n for kind, n in preview.extra["counts"].items() if kind != "audit_events")
+        question = (
+            f"Restore client {result.client_id or '(new id)'} ({result.email}) with "
+            f"{plural(records, 'record')} from a backup of {preview.extra['created_at']}?\n"
+            "  It comes back deactivated and takes a plan seat; the client is not notified."
+        )
+        confirm(question, yes=yes)
+        batch = restore_backup(engine, backup, app.change(reason))
+        _render_restore(batch, output)
+
+
+def _render_restore(batch: Batch, output: OutputFormat) -> None:
+    from pbclients.results import Outcome
+
+    result = batch.results[0]
+    if result.outcome is Outcome.PLANNED:
+        summary = (
+            f"Dry run: would restore client {result.client_id or '(new id)'} as deactivated "
+            f"({result.before} before); nothing was written."
+        )
+    elif result.outcome is Outcome.UNCHANGED:
+        summary = f"Nothing to restore: {result.note}."
+    else:
+        moved = f" ({result.note}, so it was given id {result.client_id})" if result.note else ""
+        summary = (
+            f"Restored client {result.client_id} as deactivated{moved}. "
+            f"Batch {batch.batch_id}; reactivate it with `pbclients activate {result.client_id}`."
+        )
+    render_batch(batch, output, summary)

@@ -1,0 +1,344 @@
+"""Purge: permanently remove deleted clients whose retention period has passed.
+
+A client is due when `status = 'deleted'` and `now >= purge_after`:
+`purge_after` is the moment from which the client may go, so a purge running
+exactly at that second removes it, and one running a second earlier does not.
+
+Work happens in chunks of `CHUNK` clients; each chunk is one transaction that
+removes the clients' records (every `RECORD_MODELS` table, in reverse insert
+order), the clients themselves, and appends one `purge` audit event per client
+holding only its id, the time and its backup's SHA-256 (taken from the delete
+event). A run killed at any point leaves every client either untouched or
+completely purged, and the next run picks up where it stopped: purge is
+idempotent.
+
+Runs never overlap. The lock dies with its process, so a crashed run never
+blocks the next one:
+- SQLite: `fcntl.flock` on `<database>.purge.lock` (mode 0600), held for the run;
+- PostgreSQL: `pg_try_advisory_lock` on a dedicated connection, held for the run.
+A second run finds the lock taken and stops at once with `DatabaseBusy` (exit 5)
+before reading or writing anything.
+
+Purged data must not linger in the database files. On SQLite the purge
+transactions run with `PRAGMA secure_delete = ON` (freed space is zeroed) and
+the run ends with `PRAGMA wal_checkpoint(TRUNCATE)`, which copies the zeroed
+pages into the database and empties the `-wal` file; if a reader keeps the
+checkpoint from finishing, `Batch.extra["wal"]` says "busy" (the purge itself is
+done; the next run checkpoints again). On PostgreSQL the run ends with a plain
+`VACUUM` of the affected tables, outside any transaction, so the dead rows'
+space is reclaimed for reuse (it does not scrub the bytes the way `VACUUM FULL`
+would; that needs an exclusive lock and is left to the database operator).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import NamedTuple
+
+from sqlalchemy import Engine, Select, delete, func, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
+from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
+
+from pbclients import audit, clock, faults, paths
+from pbclients.db import is_sqlite, load_ids, reading, writing
+from pbclients.errors import DatabaseBusy
+from pbclients.lifecycle import Change
+from pbclients.models import RECORD_MODELS, AuditEvent, Client
+from pbclients.policy import Status
+from pbclients.results import Batch, ChangeResult, Outcome
+
+CHUNK = 1_000
+PURGED = "purged"
+# Session-level advisory lock key of `purge` on PostgreSQL (audit uses 7310001, init 7310002).
+_PG_LOCK = 7310003
+
+ProgressCallback = Callable[[int, int], None]
+Confirm = Callable[[Batch], None]
+
+_BUSY = (
+    "Another purge is running on this database; nothing was changed. "
+    "It will finish on its own: run purge again later if you need to."
+)
+
+
+def due_query(now: datetime) -> SelectOfScalar[int | None]:
+    """Deleted clients whose `purge_after` has come (`now >= purge_after`), oldest id first."""
+    return (
+        select(col(Client.id))
+        .where(col(Client.status) == Status.DELETED.value, col(Client.purge_after) <= now)
+        .order_by(col(Client.id))
+    )
+
+
+class _Due(NamedTuple):
+    id: int
+    email: str
+    deleted_at: datetime | None
+    purge_after: datetime | None
+
+
+def preview_purge(engine: Engine, now: datetime | None = None) -> Batch:
+    """Every client a purge at `now` would remove (outcome planned); writes nothing."""
+    moment = now or clock.now()
+    with reading(engine) as session:
+        return _preview(session, moment)
+
+
+def _preview(session: Session, now: datetime) -> Batch:
+    query = (
+        select(Client.id, Client.email, Client.deleted_at, Client.purge_after)
+        .where(col(Client.status) == Status.DELETED.value, col(Client.purge_after) <= now)
+        .order_by(col(Client.id))
+    )
+    rows = [_Due(*row) for row in session.execute(query)]
+    results = [
+        ChangeResult(
+            str(row.id),
+            row.id,
+            row.email,
+            Status.DELETED.value,
+            PURGED,
+            Outcome.PLANNED,
+            note=f"deleted {clock.iso(row.deleted_at)}, purge after {clock.iso(row.purge_after)}",
+        )
+        for row in rows
+    ]
+    return Batch("purge", results, dry_run=True)
+
+
+def purge(
+    engine: Engine,
+    change: Change,
+    *,
+    confirm: Confirm | None = None,
+    chunk_size: int = CHUNK,
+    on_progress: ProgressCallback | None = None,
+) -> Batch:
+    """Take the purge lock, then remove every client due at `change.at`, chunk by chunk.
+
+    `confirm(preview)` is called under the lock when there is something to
+    purge; it may raise (declined) to stop before anything changes. Results
+    carry client ids only: what is purged is gone, and this output may end up
+    in cron mail or a log. `extra` holds `chunks` and, on SQLite, `wal`.
+    """
+    with purge_lock(engine):
+        faults.checkpoint("purge.locked")
+        with reading(engine) as session:
+            total = len(session.exec(due_query(change.at)).all())
+            preview = _preview(session, change.at) if confirm and total else None
+        if preview is not None and confirm is not None:
+            confirm(preview)
+        batch_id = audit.new_batch_id()
+        results: list[ChangeResult] = []
+        chunks = 0
+        while True:
+            purged = _purge_chunk(engine, change, batch_id, chunk_size)
+            if not purged:
+                break
+            chunks += 1
+            faults.checkpoint("purge.committed")
+            results.extend(
+                ChangeResult(str(client_id), client_id, None, Status.DELETED.value, PURGED,
+                             Outcome.CHANGED, sha256=sha256)
+                for client_id, sha256 in purged
+            )  # fmt: skip
+            if on_progress:
+                on_progress(len(results), max(total, len(results)))
+        extra: dict[str, object] = {"chunks": chunks}
+        if is_sqlite(engine):
+            extra["wal"] = _checkpoint_wal(engine)
+        elif results:
+            extra["vacuum"] = _vacuum(engine)
+        faults.checkpoint("purge.cleaned")
+    return Batch("purge", results, batch_id=batch_id if results else None, extra=extra)
+
+
+def _purge_chunk(
+    engine: Engine, change: Change, batch_id: str, chunk_size: int
+) -> list[tuple[int, str | None]]:
+    """One transaction: up to `chunk_size` due clients, their records and their audit events."""
+    with writing(engine) as session:
+        if is_sqlite(session):
+            session.execute(text("PRAGMA secure_delete = ON"))
+        ids = [i for i in session.exec(due_query(change.at).limit(chunk_size)) if i is not None]
+        faults.checkpoint("purge.selected")
+        if not ids:
+            return []
+        selected = load_ids(session, ids)
+        in_chunk = select(selected.c.id)
+        checksums = _backup_checksums(session, in_chunk)
+        for model in reversed(RECORD_MODELS.values()):
+            session.execute(delete(model).where(model.client_id.in_(in_chunk)))  # type: ignore[attr-defined]
+        faults.checkpoint("purge.records-deleted")
+        removed = session.execute(
+            delete(Client).where(
+                col(Client.id).in_(in_chunk), col(Client.status) == Status.DELETED.value
+            )
+        )
+        if removed.rowcount != len(ids):  # type: ignore[attr-defined]
+            raise DatabaseBusy(
+                "Some clients were restored while purge ran; this chunk was not purged, "
+                "run purge again."
+            )
+        faults.checkpoint("purge.clients-deleted")
+        audit.append(
+            session,
+            (
+                audit.NewEvent(
+                    "purge",
+                    client_id,
+                    Status.DELETED.value,
+                    PURGED,
+                    {"sha256": checksums.get(client_id)},
+                )
+                for client_id in ids
+            ),
+            batch_id=batch_id,
+            actor=change.actor,
+            reason=None,
+            at=change.at,
+        )
+        faults.checkpoint("purge.audited")
+    return [(client_id, checksums.get(client_id)) for client_id in ids]
+
+
+def _backup_checksums(session: Session, in_chunk: Select[tuple[int]]) -> dict[int, str | None]:
+    """Each client's backup SHA-256 from its newest delete event (restore and re-delete happen)."""
+    found: dict[int, str | None] = {}
+    query = (
+        select(AuditEvent.client_id, AuditEvent.detail)
+        .where(col(AuditEvent.action) == "delete", col(AuditEvent.client_id).in_(in_chunk))
+        .order_by(col(AuditEvent.id))
+    )
+    for client_id, detail in session.exec(query):
+        if client_id is not None:
+            found[client_id] = json.loads(detail).get("sha256") if detail else None
+    return found
+
+
+def _checkpoint_wal(engine: Engine) -> str:
+    """Copy every page into the database file and empty the -wal file: "ok" or "busy"."""
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        busy, _log, _done = cursor.fetchone() or (1, 0, 0)
+        cursor.close()
+    finally:
+        raw.close()
+    return "busy" if busy else "ok"
+
+
+def _vacuum(engine: Engine) -> str:
+    tables = ", ".join(
+        [str(model.__tablename__) for model in RECORD_MODELS.values()] + ["client", "audit_event"]
+    )
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql(f"VACUUM {tables}")
+    except DBAPIError:
+        return "skipped"
+    return "ok"
+
+
+@contextmanager
+def purge_lock(engine: Engine) -> Iterator[None]:
+    """Hold the one-purge-at-a-time lock for the block, or raise DatabaseBusy at once."""
+    if is_sqlite(engine):
+        with _file_lock(lock_path(engine)):
+            yield
+        return
+    connection = engine.connect()
+    try:
+        got = connection.execute(select(func.pg_try_advisory_lock(_PG_LOCK))).scalar_one()
+        connection.commit()
+        if not got:
+            raise DatabaseBusy(_BUSY)
+        try:
+            yield
+        finally:
+            connection.execute(select(func.pg_advisory_unlock(_PG_LOCK)))
+            connection.commit()
+    finally:
+        connection.close()
+
+
+def lock_path(engine: Engine) -> Path:
+    database = engine.url.database
+    if not database or database == ":memory:":
+        return paths.data_dir() / "memory.purge.lock"
+    return Path(f"{database}.purge.lock")
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DatabaseBusy(_BUSY) from None
+        yield
+    finally:
+        # Closing the descriptor releases the lock; so does the process dying.
+        os.close(descriptor)
+
+
+@dataclass
+class RunLog:
+    """One summary line per purge run, appended to the private purge log.
+
+    The line holds times, counts, the exit code and which database (a path, or
+    a URL without its password): never client data.
+    """
+
+    target: str
+    start: datetime = field(default_factory=clock.now)
+    purged: int = 0
+    chunks: int = 0
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def line(self, exit_code: int) -> str:
+        wall = datetime.now(UTC).replace(microsecond=0)
+        fields = [
+            str(clock.iso(wall)),
+            f"start={clock.iso(self.start)}",
+            f"end={clock.iso(clock.now())}",
+            f"purged={self.purged}",
+            f"chunks={self.chunks}",
+            *(f"{key}={value}" for key, value in self.notes.items()),
+            f"exit={exit_code}",
+            f"db={_describe(self.target)}",
+        ]
+        return " ".join(fields)
+
+    def write(self, exit_code: int) -> Path:
+        log = paths.purge_log()
+        paths.touch_private(log)
+        descriptor = os.open(log, os.O_WRONLY | os.O_APPEND, 0o600)
+        try:
+            # One write per line: concurrent runs append whole lines.
+            os.write(descriptor, (self.line(exit_code) + "\n").encode())
+        finally:
+            os.close(descriptor)
+        return log
+
+
+def _describe(target: str) -> str:
+    if not paths.is_url(target):
+        return str(Path(target).expanduser().resolve())
+    try:
+        url = make_url(target)
+        bare = URL.create(url.drivername, url.username, None, url.host, url.port, url.database)
+        return bare.render_as_string(hide_password=False)
+    except Exception:  # an unparsable URL is reported by the command itself
+        return target.split("://", 1)[0] + "://?"

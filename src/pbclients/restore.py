@@ -1,0 +1,313 @@
+"""Restore: bring a client back from a verified backup, as deactivated, with every record.
+
+Whether the client was purged already (its rows are recreated, with the same
+ids where they are free, the programs it was enrolled in recreated if they are
+gone) or is still pending purge (it is undeleted, and any record missing from
+the database is put back; records still there are kept as they are). The
+archive is verified before anything is written, and every member is checked
+against its checksum again as it is read. Restoring never notifies the client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, Table, func, insert, select
+from sqlmodel import Session
+
+from pbclients import audit, clock, faults
+from pbclients.backup import (
+    PROFILE,
+    PROGRAMS,
+    PURGED,
+    BackupArchive,
+    Manifest,
+    decode_row,
+    open_backup,
+    table_of,
+    verify_backup,
+)
+from pbclients.db import is_sqlite, reading, writing
+from pbclients.errors import BadInput
+from pbclients.lifecycle import Change
+from pbclients.models import RECORD_MODELS, Client, Program
+from pbclients.plan import ensure_room
+from pbclients.policy import Status
+from pbclients.results import Batch, ChangeResult, Outcome
+
+
+@dataclass(frozen=True)
+class _RestorePlan:
+    client_id: int  # the id the client gets back
+    backup_client_id: int
+    email: str
+    before: str  # "deleted" (pending purge) or "purged"
+    present: bool  # the client's row is still in the database (pending purge)
+    unchanged_status: str | None = None  # the same client is here and not deleted
+
+
+def restore_backup(engine: Engine, path: Path, change: Change, *, dry_run: bool = False) -> Batch:
+    """Bring a client back from a backup, as deactivated, with every record.
+
+    Works whether the client was purged already (its rows are recreated, with
+    the same ids where they are free) or is still pending purge (it is
+    undeleted and any record missing from the database is put back). The
+    archive is verified first: a damaged one is refused (exit 3) and nothing is
+    written; so is an e-mail that now belongs to another client (exit 3) and a
+    restore past the plan limit (exit 6). All in one transaction.
+    """
+    manifest = verify_backup(path)
+    with open_backup(manifest.path) as archive:
+        profile = archive.json(PROFILE)
+        if dry_run:
+            with reading(engine) as session:
+                plan = _plan_restore(session, manifest, profile)
+            return _restore_batch(manifest, plan, Outcome.PLANNED, None)
+        batch_id = audit.new_batch_id()
+        with writing(engine) as session:
+            plan = _plan_restore(session, manifest, profile)
+            if plan.unchanged_status is not None:
+                return _restore_batch(manifest, plan, Outcome.UNCHANGED, None)
+            client_id = _restore_rows(session, archive, profile, plan, change.at)
+            faults.checkpoint("restore.rows-written")
+            detail: dict[str, Any] = {"backup": str(manifest.path), "sha256": manifest.sha256}
+            if client_id != plan.backup_client_id:
+                detail["backup_client_id"] = plan.backup_client_id
+            audit.append(
+                session,
+                [
+                    audit.NewEvent(
+                        "restore", client_id, plan.before, Status.DEACTIVATED.value, detail
+                    )
+                ],
+                batch_id=batch_id,
+                actor=change.actor,
+                reason=change.reason,
+                at=change.at,
+            )
+        plan = _RestorePlan(client_id, plan.backup_client_id, plan.email, plan.before, plan.present)
+        return _restore_batch(manifest, plan, Outcome.CHANGED, batch_id)
+
+
+def _restore_batch(
+    manifest: Manifest, plan: _RestorePlan, outcome: Outcome, batch_id: str | None
+) -> Batch:
+    note = None
+    if plan.unchanged_status is not None:
+        note = f"client {plan.client_id} is here and {plan.unchanged_status}, not deleted"
+    elif plan.client_id != plan.backup_client_id:
+        note = f"id {plan.backup_client_id} now belongs to another client"
+    result = ChangeResult(
+        str(manifest.path),
+        plan.client_id or None,
+        plan.email,
+        plan.unchanged_status or plan.before,
+        plan.unchanged_status or Status.DEACTIVATED.value,
+        outcome,
+        backup=str(manifest.path),
+        sha256=manifest.sha256,
+        note=note,
+    )
+    return Batch(
+        "restore",
+        [result],
+        batch_id=batch_id,
+        dry_run=outcome is Outcome.PLANNED,
+        extra={"counts": manifest.counts, "created_at": manifest.created_at},
+    )
+
+
+def _plan_restore(session: Session, manifest: Manifest, profile: dict[str, Any]) -> _RestorePlan:
+    backup_id = manifest.client_id
+    email = str(profile.get("email"))
+    email_key = str(profile.get("email_key") or email.casefold())
+    existing = session.get(Client, backup_id)
+    same = (
+        existing is not None
+        and existing.email_key == email_key
+        and clock.iso(existing.created_at) == profile.get("created_at")
+    )
+    if existing is not None and same and existing.status != Status.DELETED.value:
+        return _RestorePlan(backup_id, backup_id, email, PURGED, True, existing.status)
+    client_table = table_of(Client)
+    owner = session.execute(
+        select(client_table.c.id).where(
+            client_table.c.email_key == email_key,
+            client_table.c.status != Status.DELETED.value,
+        )
+    ).first()
+    if owner is not None:
+        raise BadInput(
+            f"The backup's e-mail {email} now belongs to client {owner[0]}; nothing was "
+            "restored. Change or delete that client first, or keep both by hand."
+        )
+    ensure_room(session, 1, verb="Restoring")
+    if same:
+        return _RestorePlan(backup_id, backup_id, email, Status.DELETED.value, True)
+    # The id is free (purged), or a newer client was given it: then the client gets a new id.
+    new_id = backup_id if existing is None else 0
+    return _RestorePlan(new_id, backup_id, email, PURGED, False)
+
+
+def _restore_rows(
+    session: Session,
+    archive: BackupArchive,
+    profile: dict[str, Any],
+    plan: _RestorePlan,
+    at: datetime,
+) -> int:
+    client_table = table_of(Client)
+    restored_state = {
+        "status": Status.DEACTIVATED.value,
+        # Restored now: a sweep by deactivation date must not delete it again at once.
+        "deactivated_at": at,
+        "deleted_at": None,
+        "purge_after": None,
+    }
+    if plan.present:
+        session.execute(
+            client_table.update().where(client_table.c.id == plan.client_id).values(restored_state)
+        )
+        client_id = plan.client_id
+    else:
+        row = {**decode_row(client_table, profile, PROFILE), **restored_state}
+        if not plan.client_id:
+            row.pop("id")
+            client_id = int(
+                session.execute(insert(client_table).returning(client_table.c.id), row).scalar_one()
+            )
+        else:
+            session.execute(insert(client_table), [row])
+            client_id = plan.client_id
+    touched = [client_table]
+    id_maps: dict[str, dict[int, int]] = {"programs": _restore_programs(session, archive)}
+    touched.append(table_of(Program))
+    for kind, model in RECORD_MODELS.items():
+        table = table_of(model)
+        rows = [
+            _record(archive, table, kind, data) for data in archive.lines(f"records/{kind}.jsonl")
+        ]
+        id_maps[kind] = _insert_records(session, archive, table, kind, rows, client_id, id_maps)
+        touched.append(table)
+    _advance_sequences(session, touched)
+    return client_id
+
+
+def _record(
+    archive: BackupArchive, table: Table, kind: str, data: dict[str, Any]
+) -> dict[str, Any]:
+    """One record from the archive as column values; a document gets its file back."""
+    if kind != "documents":
+        return decode_row(table, data, f"records/{kind}.jsonl")
+    data = dict(data)
+    member = str(data.pop("content_member", ""))
+    data.pop("content_sha256", None)
+    row = decode_row(table, data, f"records/{kind}.jsonl")
+    row["content"] = archive.read(member)
+    return row
+
+
+def _restore_programs(session: Session, archive: BackupArchive) -> dict[int, int]:
+    """Map the backup's program ids to this database's, recreating a missing program."""
+    table = table_of(Program)
+    mapping: dict[int, int] = {}
+    for data in archive.json(PROGRAMS):
+        row = decode_row(table, data, PROGRAMS)
+        old_id = int(row["id"])
+        name = str(row["name"])
+        by_id = session.execute(
+            select(table.c.id, table.c.name).where(table.c.id == old_id)
+        ).first()
+        if by_id is not None and str(by_id.name).casefold() == name.casefold():
+            mapping[old_id] = old_id
+            continue
+        by_name = session.execute(
+            select(table.c.id).where(func.lower(table.c.name) == name.casefold())
+        ).first()
+        if by_name is not None:
+            mapping[old_id] = int(by_name[0])
+            continue
+        if by_id is None:
+            session.execute(insert(table), [row])
+            mapping[old_id] = old_id
+        else:
+            row.pop("id")
+            mapping[old_id] = int(
+                session.execute(insert(table).returning(table.c.id), row).scalar_one()
+            )
+    return mapping
+
+
+def _insert_records(
+    session: Session,
+    archive: BackupArchive,
+    table: Table,
+    kind: str,
+    rows: list[dict[str, Any]],
+    client_id: int,
+    id_maps: dict[str, dict[int, int]],
+) -> dict[int, int]:
+    """Insert one kind of record: same ids where free, new ids otherwise; old id -> new id."""
+    mapping: dict[int, int] = {}
+    if not rows:
+        return mapping
+    taken = {
+        int(row_id): int(owner)
+        for row_id, owner in session.execute(
+            select(table.c.id, table.c.client_id).where(table.c.id.in_([r["id"] for r in rows]))
+        )
+    }
+    same_ids: list[dict[str, Any]] = []
+    for row in rows:
+        old_id = int(row["id"])
+        if taken.get(old_id) == client_id:
+            mapping[old_id] = old_id  # still here (the client is pending purge)
+            continue
+        row["client_id"] = client_id
+        if kind == "enrolments":
+            row["program_id"] = id_maps["programs"][int(row["program_id"])]
+            if session.execute(
+                select(table.c.id).where(
+                    table.c.client_id == client_id, table.c.program_id == row["program_id"]
+                )
+            ).first():
+                continue
+        if kind == "payment_plans" and row.get("payment_method_id") is not None:
+            row["payment_method_id"] = id_maps["payment_methods"].get(
+                int(row["payment_method_id"]), row["payment_method_id"]
+            )
+        if old_id in taken:
+            row.pop("id")
+            mapping[old_id] = int(
+                session.execute(insert(table).returning(table.c.id), row).scalar_one()
+            )
+        else:
+            same_ids.append(row)
+            mapping[old_id] = old_id
+    if same_ids:
+        session.execute(insert(table), same_ids)
+    return mapping
+
+
+def _advance_sequences(session: Session, tables: list[Table]) -> None:
+    """PostgreSQL: rows inserted with their own ids do not move the id sequences on."""
+    if is_sqlite(session):
+        return
+    from sqlalchemy import text
+
+    for table in tables:
+        sequence = session.execute(
+            text("SELECT pg_get_serial_sequence(:table, 'id')"), {"table": table.name}
+        ).scalar_one()
+        if sequence is None:
+            continue
+        session.execute(
+            text(
+                f"SELECT setval(:sequence, GREATEST((SELECT COALESCE(MAX(id), 1) FROM "
+                f'"{table.name}"), (SELECT last_value FROM {sequence})))'
+            ),
+            {"sequence": sequence},
+        )

@@ -1,0 +1,560 @@
+"""purge: retention boundary, chunks, all-or-nothing under SIGKILL, one run at a time,
+silence under cron, and no purged bytes left in the SQLite files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, insert, update
+from sqlmodel import col, select
+
+from pbclients import audit, settings
+from pbclients.db import reading, writing
+from pbclients.errors import DatabaseBusy, Declined
+from pbclients.lifecycle import Change
+from pbclients.models import RECORD_MODELS, AuditEvent, Client, Document, JournalEntry
+from pbclients.purge import preview_purge, purge, purge_lock
+from pbclients.roster import NewClient, add_clients
+from tests.factory import NOW
+
+DELETED_AT = NOW - timedelta(days=30)  # with the default 30-day retention: due exactly at NOW
+
+
+def backup_sha(client_id: int) -> str:
+    return hashlib.sha256(f"backup of client {client_id}".encode()).hexdigest()
+
+
+def mark_deleted(engine: Engine, ids: Sequence[int], *, at: datetime = DELETED_AT) -> str:
+    """Stand-in for deletion.py until it exists: exactly what `delete` leaves in the database.
+
+    status 'deleted', deleted_at, purge_after = deleted_at + retention, and one
+    `delete` audit event per client (before = previous status, detail = backup
+    path and SHA-256), all in one batch and one transaction.
+    """
+    batch_id = audit.new_batch_id()
+    with writing(engine) as session:
+        retention = settings.retention_days(session)
+        rows = session.exec(
+            select(Client.id, Client.status).where(col(Client.id).in_(list(ids)))
+        ).all()
+        session.execute(
+            update(Client)
+            .where(col(Client.id).in_(list(ids)))
+            .values(status="deleted", deleted_at=at, purge_after=at + timedelta(days=retention))
+        )
+        audit.append(
+            session,
+            [
+                audit.NewEvent(
+                    "delete",
+                    client_id,
+                    status,
+                    "deleted",
+                    {
+                        "backup": f"/backups/client-{client_id}.json",
+                        "sha256": backup_sha(client_id),
+                    },
+                )
+                for client_id, status in rows
+            ],
+            batch_id=batch_id,
+            actor="tester",
+            reason=None,
+            at=at,
+        )
+    return batch_id
+
+
+def client_ids(engine: Engine) -> list[int]:
+    with reading(engine) as session:
+        return sorted(session.exec(select(Client.id)).all())  # type: ignore[arg-type]
+
+
+def record_owners(engine: Engine) -> dict[str, list[int]]:
+    """kind -> sorted client ids that still have records of that kind."""
+    with reading(engine) as session:
+        return {
+            kind: sorted(set(session.exec(select(model.client_id)).all()))  # type: ignore[attr-defined]
+            for kind, model in RECORD_MODELS.items()
+        }
+
+
+def purge_events(engine: Engine) -> list[AuditEvent]:
+    with reading(engine) as session:
+        return audit.events(session, action="purge")
+
+
+def trail_intact(engine: Engine) -> bool:
+    with reading(engine) as session:
+        return audit.verify(session).intact
+
+
+def at(moment: datetime) -> Change:
+    return Change("cron", None, moment)
+
+
+# -- the retention boundary --------------------------------------------------------------
+
+
+def test_a_client_is_purged_from_the_second_purge_after_is_reached(engine, practice):
+    mark_deleted(engine, [4])
+    with reading(engine) as session:
+        assert session.get(Client, 4).purge_after == NOW  # type: ignore[union-attr]
+
+    early = purge(engine, at(NOW - timedelta(seconds=1)))
+    assert (early.changing, early.batch_id) == (0, None)
+    assert 4 in client_ids(engine)
+
+    on_time = purge(engine, at(NOW))
+    assert [(r.client_id, r.before, r.after, r.outcome.value) for r in on_time.results] == [
+        (4, "deleted", "purged", "changed")
+    ]
+    assert client_ids(engine) == [1, 2, 3, 5]
+
+
+def test_preview_uses_the_same_boundary_and_writes_nothing(engine, practice):
+    mark_deleted(engine, [3, 4])
+    mark_deleted(engine, [5], at=DELETED_AT + timedelta(seconds=1))
+    events_before = len(purge_events(engine))
+    preview = preview_purge(engine, NOW)
+    assert [(r.client_id, r.email, r.outcome.value) for r in preview.results] == [
+        (3, "chloe@example.org", "planned"),
+        (4, "dev@example.org", "planned"),
+    ]
+    assert preview.dry_run
+    assert client_ids(engine) == [1, 2, 3, 4, 5]
+    assert len(purge_events(engine)) == events_before
+
+
+# -- what goes, what stays, what the trail keeps ------------------------------------------
+
+
+def test_purge_removes_the_client_and_every_record_and_nothing_else(engine, practice):
+    mark_deleted(engine, [1, 2])  # 1 has records of most kinds, 2 a payment plan and method
+    owners_before = record_owners(engine)
+    assert 1 in owners_before["documents"] and 2 in owners_before["payment_plans"]
+
+    batch = purge(engine, at(NOW))
+
+    assert batch.changing == 2
+    assert client_ids(engine) == [3, 4, 5]
+    owners_after = record_owners(engine)
+    for kind, owners in owners_before.items():
+        assert owners_after[kind] == [o for o in owners if o not in (1, 2)], kind
+    assert trail_intact(engine)
+
+
+def test_purge_audit_events_hold_only_id_time_and_backup_checksum(engine, practice):
+    mark_deleted(engine, [1, 3])
+    batch = purge(engine, at(NOW))
+    events = purge_events(engine)
+    assert [
+        (e.client_id, e.before, e.after, e.batch_id, e.reason, json.loads(e.detail or "null"))
+        for e in events
+    ] == [
+        (1, "deleted", "purged", batch.batch_id, None, {"sha256": backup_sha(1)}),
+        (3, "deleted", "purged", batch.batch_id, None, {"sha256": backup_sha(3)}),
+    ]
+    assert {e.at for e in events} == {NOW}
+    assert [(r.client_id, r.email, r.sha256) for r in batch.results] == [
+        (1, None, backup_sha(1)),
+        (3, None, backup_sha(3)),
+    ]
+
+
+def test_a_client_deleted_again_after_a_restore_is_purged_with_its_newest_checksum(
+    engine, practice
+):
+    mark_deleted(engine, [2], at=DELETED_AT - timedelta(days=5))
+    with writing(engine) as session:
+        audit.append(
+            session,
+            [audit.NewEvent("delete", 2, "deactivated", "deleted", {"sha256": "f" * 64})],
+            batch_id="later",
+            actor="tester",
+            reason=None,
+            at=DELETED_AT,
+        )
+    purge(engine, at(NOW))
+    assert json.loads(purge_events(engine)[0].detail or "{}") == {"sha256": "f" * 64}
+
+
+def test_clients_not_deleted_or_not_yet_due_stay(engine, practice):
+    mark_deleted(engine, [5], at=NOW - timedelta(days=29))
+    with writing(engine) as session:
+        # A live client with a stale purge_after must never be purged.
+        session.execute(update(Client).where(Client.id == 1).values(purge_after=NOW))
+    batch = purge(engine, at(NOW))
+    assert batch.changing == 0
+    assert client_ids(engine) == [1, 2, 3, 4, 5]
+
+
+def test_purge_works_in_chunks_of_one_batch(engine, practice):
+    mark_deleted(engine, [1, 2, 3, 4, 5])
+    batch = purge(engine, at(NOW), chunk_size=2)
+    assert batch.extra["chunks"] == 3
+    assert client_ids(engine) == []
+    events = purge_events(engine)
+    assert [e.client_id for e in events] == [1, 2, 3, 4, 5]
+    assert {e.batch_id for e in events} == {batch.batch_id}
+    assert trail_intact(engine)
+
+
+def test_purge_twice_is_harmless(engine, practice):
+    mark_deleted(engine, [2, 4])
+    first = purge(engine, at(NOW))
+    second = purge(engine, at(NOW + timedelta(hours=1)))
+    assert (first.changing, second.changing, second.batch_id) == (2, 0, None)
+    assert len(purge_events(engine)) == 2
+    assert client_ids(engine) == [1, 3, 5]
+
+
+def test_declining_the_confirmation_changes_nothing(engine, practice):
+    mark_deleted(engine, [4])
+    asked: list[int] = []
+
+    def decline(preview):  # type: ignore[no-untyped-def]
+        asked.append(preview.changing)
+        raise Declined("Not confirmed; nothing was changed.")
+
+    with pytest.raises(Declined):
+        purge(engine, at(NOW), confirm=decline)
+    assert asked == [1]
+    assert client_ids(engine) == [1, 2, 3, 4, 5]
+    assert purge_events(engine) == []
+
+
+def test_a_purge_holding_the_lock_makes_another_stop_without_touching_anything(engine, practice):
+    mark_deleted(engine, [4])
+    with purge_lock(engine), pytest.raises(DatabaseBusy, match="Another purge is running"):
+        purge(engine, at(NOW))
+    assert client_ids(engine) == [1, 2, 3, 4, 5]
+    # The lock is released with the block: the next run does the work.
+    assert purge(engine, at(NOW)).changing == 1
+
+
+def test_sqlite_lock_file_is_private_and_next_to_the_database(
+    tmp_path, engine, practice, db_target
+):
+    if "://" in db_target:
+        pytest.skip("the lock file is SQLite's; PostgreSQL uses an advisory lock")
+    purge(engine, at(NOW))
+    lock = Path(f"{db_target}.purge.lock")
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o600
+
+
+# -- the command under cron ---------------------------------------------------------------
+
+
+def run_pbclients(
+    db: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pbclients", "--db", db, *args],
+        env={**os.environ, "PBCLIENTS_NOW": "2026-11-26T09:00:00Z", **(env or {})},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def log_lines(home: Path) -> list[str]:
+    log = home / "xdg_state_home" / "pbclients" / "log" / "purge.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_cron_purge_prints_nothing_and_logs_one_private_line(
+    engine, practice, db_target, isolated_home
+):
+    mark_deleted(engine, [2, 4])
+    result = run_pbclients(db_target, "purge", "--yes")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    assert client_ids(engine) == [1, 3, 5]
+
+    log = isolated_home / "xdg_state_home" / "pbclients" / "log" / "purge.log"
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    assert stat.S_IMODE(log.parent.stat().st_mode) == 0o700
+    [line] = log_lines(isolated_home)
+    assert " start=2026-11-26T09:00:00Z end=2026-11-26T09:00:00Z purged=2 chunks=1 " in line
+    assert " exit=0 db=" in line
+    for secret in ("ben@", "dev@", "Okafor", "Schmidt"):
+        assert secret not in line
+
+    again = run_pbclients(db_target, "purge", "--yes")
+    assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
+    assert " purged=0 chunks=0 " in log_lines(isolated_home)[1]
+
+
+def test_purge_without_a_terminal_and_without_yes_refuses_and_logs_it(
+    cli, engine, practice, isolated_home
+):
+    mark_deleted(engine, [4])
+    result = cli("purge")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert "pass --yes" in result.stderr
+    assert client_ids(engine) == [1, 2, 3, 4, 5]
+    [line] = log_lines(isolated_home)
+    assert " purged=0 chunks=0 " in line and " exit=2 " in line
+
+
+def test_purge_dry_run_lists_who_would_go(cli, engine, practice, monkeypatch, isolated_home):
+    monkeypatch.setenv("PBCLIENTS_NOW", "2026-11-26T09:00:00Z")
+    mark_deleted(engine, [3])
+    mark_deleted(engine, [5], at=NOW - timedelta(days=2))
+    result = cli("purge", "--dry-run", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    listed = [(r["id"], r["email"], r["outcome"]) for r in json.loads(result.stdout)]
+    assert listed == [(3, "chloe@example.org", "planned")]
+    table = cli("purge", "--dry-run")
+    assert table.stdout.splitlines()[-1] == (
+        "Dry run: would purge 1 client permanently; nothing was written."
+    )
+    assert client_ids(engine) == [1, 2, 3, 4, 5]
+    assert log_lines(isolated_home) == []
+
+
+def test_purge_reports_in_json_when_asked(cli, engine, practice, monkeypatch):
+    monkeypatch.setenv("PBCLIENTS_NOW", "2026-11-26T09:00:00Z")
+    mark_deleted(engine, [4])
+    result = cli("purge", "--yes", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    [record] = json.loads(result.stdout)
+    assert {k: record[k] for k in ("id", "email", "before", "after", "outcome", "sha256")} == {
+        "id": 4, "email": None, "before": "deleted", "after": "purged", "outcome": "changed",
+        "sha256": backup_sha(4),
+    }  # fmt: skip
+
+
+def test_log_names_a_postgresql_database_without_its_password():
+    from pbclients.purge import RunLog
+
+    line = RunLog("postgresql://admin:s3cret@db.example:5432/practice").line(5)
+    assert line.endswith(" exit=5 db=postgresql://admin@db.example:5432/practice")
+
+
+# -- SIGKILL between every pair of steps ---------------------------------------------------
+
+BEFORE_COMMIT = ["purge.locked", "purge.selected", "purge.records-deleted",
+                 "purge.clients-deleted", "purge.audited"]  # fmt: skip
+AFTER_COMMIT = ["purge.committed", "purge.cleaned"]
+
+
+def integrity_ok(engine: Engine, db_target: str) -> bool:
+    if "://" in db_target:
+        return True  # PostgreSQL's transactions are its own integrity check
+    with sqlite3.connect(db_target) as raw:
+        return raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+@pytest.mark.parametrize("step", BEFORE_COMMIT + AFTER_COMMIT)
+def test_sigkill_at_any_step_leaves_clients_present_or_fully_purged(
+    engine, practice, db_target, step
+):
+    mark_deleted(engine, [1, 2])
+    owners_before = record_owners(engine)
+
+    killed = run_pbclients(
+        db_target, "purge", "--yes", env={"PBCLIENTS_FAULT": f"kill-after:{step}"}
+    )
+
+    assert killed.returncode == -9, killed.stderr
+    assert integrity_ok(engine, db_target)
+    assert trail_intact(engine)
+    if step in BEFORE_COMMIT:
+        assert client_ids(engine) == [1, 2, 3, 4, 5]
+        assert record_owners(engine) == owners_before
+        assert purge_events(engine) == []
+    else:
+        assert client_ids(engine) == [3, 4, 5]
+        assert [e.client_id for e in purge_events(engine)] == [1, 2]
+    # The lock died with the process: the next run is not refused and finishes the job once.
+    purge(engine, at(NOW))
+    assert client_ids(engine) == [3, 4, 5]
+    assert all(1 not in owners and 2 not in owners for owners in record_owners(engine).values())
+    assert [e.client_id for e in purge_events(engine)] == [1, 2]
+    assert integrity_ok(engine, db_target)
+    assert trail_intact(engine)
+
+
+# -- never two at once ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("runs", [2, 3])
+def test_purges_started_at_once_one_works_the_others_exit_5_untouched(
+    engine, practice, db_target, tmp_path, isolated_home, runs
+):
+    mark_deleted(engine, [2, 4])
+    release = tmp_path / "release"
+    env = {
+        **os.environ,
+        "PBCLIENTS_NOW": "2026-11-26T09:00:00Z",
+        # Whoever takes the lock waits there until the test has seen the others give up.
+        "PBCLIENTS_FAULT": f"wait-after:purge.locked:{release}",
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "pbclients", "--db", db_target, "purge", "--yes"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(runs)
+    ]
+    outputs: dict[int, tuple[str, str]] = {}
+    try:
+        deadline = time.monotonic() + 30
+        while sum(p.poll() is not None for p in procs) < runs - 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        finished = [p for p in procs if p.poll() is not None]
+        waiting = [p for p in procs if p.poll() is None]
+        assert (len(finished), len(waiting)) == (runs - 1, 1)
+        for proc in finished:
+            outputs[proc.pid] = proc.communicate()
+            assert proc.returncode == 5
+            assert outputs[proc.pid][0] == ""
+            assert outputs[proc.pid][1].startswith(
+                "Error: Another purge is running on this database; nothing"
+            )
+        # While the winner holds the lock, the losers have touched nothing.
+        assert client_ids(engine) == [1, 2, 3, 4, 5]
+        assert purge_events(engine) == []
+    finally:
+        release.touch()
+        for proc in procs:
+            if proc.pid not in outputs:
+                outputs[proc.pid] = proc.communicate(timeout=60)
+    [winner] = waiting
+    assert (winner.returncode, *outputs[winner.pid]) == (0, "", "")
+    assert client_ids(engine) == [1, 3, 5]
+    assert [e.client_id for e in purge_events(engine)] == [2, 4]
+    lines = log_lines(isolated_home)
+    assert sorted(line.split(" exit=")[1].split()[0] for line in lines) == ["0"] + ["5"] * (
+        runs - 1
+    )
+    assert sum(" purged=2 " in line for line in lines) == 1
+
+
+# -- nothing left in the files -------------------------------------------------------------
+
+SECRETS = {
+    "email": b"zephyrine.quillfeather@example.org",
+    "first name": b"Zephyrine",
+    "last name": b"Quillfeather",
+    "phone": b"+44 7700 900123",
+    "journal": b"Dreamt of marmalade lighthouses",
+    "document": b"ferritin-xq-77-unique",
+}
+
+
+def sqlite_bytes(path: Path) -> bytes:
+    return b"".join(
+        Path(f"{path}{suffix}").read_bytes()
+        for suffix in ("", "-wal", "-shm")
+        if Path(f"{path}{suffix}").exists()
+    )
+
+
+def test_purged_names_and_emails_are_gone_from_the_sqlite_files(tmp_path, isolated_home):
+    from pbclients.db import make_engine
+    from pbclients.schema import init_schema
+
+    db = tmp_path / "bytes.db"
+    engine = make_engine(str(db), create=True)
+    init_schema(engine)
+    # A reader that stays connected keeps SQLite from checkpointing and removing the WAL
+    # when the others close: the client's rows sit in the -wal file when purge starts,
+    # and what the files hold afterwards is purge's own doing.
+    reader = sqlite3.connect(db)
+    reader.execute("SELECT count(*) FROM client").fetchone()
+    add_clients(
+        engine,
+        [NewClient(f"keep{i}@example.org", f"Keep{i}", "Stays") for i in range(40)]
+        + [NewClient("Zephyrine.Quillfeather@example.org", "Zephyrine", "Quillfeather",
+                     "+44 7700 900123")]
+        + [NewClient(f"late{i}@example.org", f"Late{i}", "Stays") for i in range(40)],
+        Change("setup", None, NOW - timedelta(days=90)),
+    )  # fmt: skip
+    with writing(engine) as session:
+        zephyrine = session.exec(select(Client.id).where(Client.last_name == "Quillfeather")).one()
+        session.execute(
+            insert(JournalEntry),
+            [{"client_id": zephyrine, "written_at": NOW, "body": SECRETS["journal"].decode()}],
+        )
+        session.execute(
+            insert(Document),
+            [{"client_id": zephyrine, "filename": "labs.txt", "content_type": "text/plain",
+              "uploaded_at": NOW, "content": SECRETS["document"]}],
+        )  # fmt: skip
+    mark_deleted(engine, [zephyrine])
+    engine.dispose()
+
+    try:
+        wal = Path(f"{db}-wal").read_bytes()
+        for what, secret in SECRETS.items():
+            assert secret in wal, f"the test data should be in the -wal file before ({what})"
+
+        result = run_pbclients(str(db), "purge", "--yes")
+        assert (result.returncode, result.stderr) == (0, "")
+
+        after = sqlite_bytes(db)
+        for what, secret in SECRETS.items():
+            assert secret not in after, f"purged {what} is still in the database files"
+            assert secret.lower() not in after.lower(), f"purged {what} (any case) is still there"
+        assert b"keep7@example.org" in after  # the others are still there, readable
+        assert reader.execute("SELECT count(*) FROM client").fetchone() == (80,)
+        assert reader.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    finally:
+        reader.close()
+
+
+def test_purge_after_the_real_delete_command_keeps_its_backup_checksum(
+    cli, engine, practice, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("PBCLIENTS_NOW", "2026-10-27T09:00:00Z")  # 30 days before NOW
+    deleted = cli("delete", "2", "--backup-dir", str(tmp_path / "backups"), "--yes",
+                  "--format", "json")  # fmt: skip
+    assert deleted.exit_code == 0, deleted.stderr
+    [record] = json.loads(deleted.stdout)
+    monkeypatch.setenv("PBCLIENTS_NOW", "2026-11-26T08:59:59Z")
+    assert json.loads(cli("purge", "--yes", "--format", "json").stdout) == []
+    monkeypatch.setenv("PBCLIENTS_NOW", "2026-11-26T09:00:00Z")
+    purged = cli("purge", "--yes", "--format", "json")
+    assert [(r["id"], r["sha256"]) for r in json.loads(purged.stdout)] == [(2, record["sha256"])]
+    assert json.loads(purge_events(engine)[0].detail or "{}") == {"sha256": record["sha256"]}
+    assert client_ids(engine) == [1, 3, 4, 5]
+
+
+@pytest.mark.parametrize(("answer", "code"), [("n", 1), ("y", 0)])
+def test_on_a_terminal_purge_asks_stating_count_and_irreversibility(
+    engine, practice, db_target, answer, code
+):
+    from tests.helpers import run_in_pty, subprocess_env
+
+    mark_deleted(engine, [2, 4])
+    exit_code, prompt, rest = run_in_pty(
+        ["--db", db_target, "purge"], answer, env=subprocess_env(COLUMNS="200")
+    )
+    assert exit_code == code, rest
+    assert "Permanently purge 2 clients and all of their records? This is irreversible" in prompt
+    if answer == "n":
+        assert "Not confirmed; nothing was changed." in rest
+        assert client_ids(engine) == [1, 2, 3, 4, 5]
+    else:
+        assert rest.strip().splitlines()[-1].startswith("Purged 2 clients permanently (batch ")
+        assert client_ids(engine) == [1, 3, 5]
