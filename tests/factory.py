@@ -37,14 +37,31 @@ def build_small_practice(engine: Engine) -> SmallPractice:
         NewClient("dev@example.org", "Dev", "Schmidt", None, None),
         NewClient("elif@example.org", "Elif", "Haddad", None, "Sleep Foundations"),
     ]
-    add_clients(engine, people, Change("setup", None, NOW - timedelta(days=90)), create_programs=True)
+    add_clients(
+        engine, people, Change("setup", None, NOW - timedelta(days=90)), create_programs=True
+    )
     with writing(engine) as session:
         session.execute(
             insert(Appointment),
             [
-                {"client_id": 1, "starts_at": NOW + timedelta(days=3), "telehealth": True, "title": "Follow-up"},
-                {"client_id": 1, "starts_at": NOW - timedelta(days=10), "telehealth": False, "title": "Intake"},
-                {"client_id": 2, "starts_at": NOW + timedelta(days=5), "telehealth": False, "title": "Check-in"},
+                {
+                    "client_id": 1,
+                    "starts_at": NOW + timedelta(days=3),
+                    "telehealth": True,
+                    "title": "Follow-up",
+                },
+                {
+                    "client_id": 1,
+                    "starts_at": NOW - timedelta(days=10),
+                    "telehealth": False,
+                    "title": "Intake",
+                },
+                {
+                    "client_id": 2,
+                    "starts_at": NOW + timedelta(days=5),
+                    "telehealth": False,
+                    "title": "Check-in",
+                },
             ],
         )
         session.execute(
@@ -57,7 +74,14 @@ def build_small_practice(engine: Engine) -> SmallPractice:
         )
         session.execute(
             insert(Message),
-            [{"client_id": 1, "sent_at": NOW - timedelta(days=1), "sender": "client", "body": "Hi"}],
+            [
+                {
+                    "client_id": 1,
+                    "sent_at": NOW - timedelta(days=1),
+                    "sender": "client",
+                    "body": "Hi",
+                }
+            ],
         )
         session.execute(
             insert(Document),
@@ -72,7 +96,8 @@ def build_small_practice(engine: Engine) -> SmallPractice:
             ],
         )
         session.execute(
-            insert(PaymentMethod), [{"id": 1, "client_id": 2, "brand": "visa", "last4": "4242", "expires": "09/28"}]
+            insert(PaymentMethod),
+            [{"id": 1, "client_id": 2, "brand": "visa", "last4": "4242", "expires": "09/28"}],
         )
         session.execute(
             insert(PaymentPlan),

@@ -21,7 +21,6 @@ from sqlalchemy import (
     Table,
     create_engine,
     event,
-    insert,
     text,
 )
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -173,9 +172,18 @@ def load_ids(session: Session, ids: Iterable[int]) -> Table:
             text("CREATE TEMPORARY TABLE IF NOT EXISTS pb_ids (id INTEGER PRIMARY KEY)")
         )
     session.execute(text("DELETE FROM pb_ids"))
-    rows = [{"id": client_id} for client_id in ids]
-    if rows:
-        session.execute(insert(_ID_TABLE), rows)
+    values = list(ids)
+    if values:
+        # Straight to the driver: per-row parameter handling would dominate bulk commands.
+        connection = session.connection()
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql(
+                "INSERT INTO pb_ids (id) SELECT unnest(%(ids)s::bigint[])", {"ids": values}
+            )
+        else:
+            connection.exec_driver_sql(
+                "INSERT INTO pb_ids (id) VALUES (?)", [(value,) for value in values]
+            )
     return _ID_TABLE
 
 

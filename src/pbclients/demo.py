@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, insert, inspect
+from sqlalchemy import Engine, insert, inspect, text
 from sqlmodel import SQLModel, func, select
 
 from pbclients import audit, clock, settings
@@ -317,15 +317,24 @@ def _fresh_demo_engine(target: str) -> Engine:
     """An empty database at `target`, after making sure we only ever replace a demo."""
     if not is_url(target) and Path(target).expanduser().exists():
         engine = make_engine(target)
-        _refuse_real_practice(engine, target)
-        engine.dispose()
+        try:
+            _refuse_real_practice(engine, target)
+        finally:
+            engine.dispose()
         for suffix in ("", "-wal", "-shm"):
             Path(f"{Path(target).expanduser()}{suffix}").unlink(missing_ok=True)
         return make_engine(target, create=True)
     engine = make_engine(target, create=True)
     if is_url(target):
-        _refuse_real_practice(engine, target)
+        try:
+            _refuse_real_practice(engine, target)
+        except BadInput:
+            engine.dispose()
+            raise
         SQLModel.metadata.drop_all(engine)
+        # Without this, init_schema would take the empty database as migrated already.
+        with engine.begin() as connection:
+            connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
     return engine
 
 

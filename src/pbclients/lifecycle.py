@@ -90,6 +90,10 @@ def set_status(
     return Batch(_ACTION[target], results, batch_id=batch_id if changed else None)
 
 
+# Enum .value is a descriptor call; at 100,000 clients a dict lookup is measurably cheaper.
+_VALUES = {status: status.value for status in Status}
+
+
 def _plan(resolved: Resolved, target: Status, outcome: Outcome) -> list[ChangeResult]:
     results = []
     for client in resolved.clients:
@@ -105,8 +109,8 @@ def _plan(resolved: Resolved, target: Status, outcome: Outcome) -> list[ChangeRe
                 client.reference,
                 client.client_id,
                 client.email,
-                client.status.value,
-                target.value,
+                _VALUES[client.status],
+                _VALUES[target],
                 Outcome.UNCHANGED if same else outcome,
             )
         )

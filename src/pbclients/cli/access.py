@@ -116,7 +116,8 @@ def _change_status(
         verb = "activate" if target is Status.ACTIVE else "deactivate"
         preview = lifecycle.preview_status(engine, selection, target)
         if dry_run or preview.changing == 0:
-            _render(preview, output, verb, dry_run=True)
+            # Nothing to change is not a dry run: say so ("Nothing to deactivate ...").
+            _render(preview, output, verb, dry_run=dry_run)
             return
         lines = consequence_lines(preview.consequences, target)
         question = f"{verb.capitalize()} {plural(preview.changing, 'client')}?\n  " + "\n  ".join(

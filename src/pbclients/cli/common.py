@@ -93,8 +93,10 @@ def reporting(ctx: typer.Context) -> Iterator[AppState]:
     except Exception as error:
         if app_state.debug:
             raise
+        # One line: SQLAlchemy appends "(Background on this error at: ...)" on a new line.
+        first_line = next(iter(str(error).splitlines()), "").rstrip(". ")
         err(
-            f"Unexpected error: {type(error).__name__}: {error}. "
+            f"Unexpected error: {type(error).__name__}: {first_line}. "
             "Run the command again with --debug for details."
         )
         raise typer.Exit(ExitCode.ERROR) from None

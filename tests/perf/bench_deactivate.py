@@ -1,0 +1,279 @@
+"""Benchmark: deactivate 100,000 clients from a CSV in a 1,000,000-client database (issue 2).
+
+Times the real CLI as a subprocess,
+
+    pbclients --db DB deactivate --csv FILE --yes --format json > /dev/null
+
+with its peak memory, then a raw baseline doing the same work on a byte copy of the
+same database, also as a subprocess of this interpreter: read the CSV, load the ids
+into a temp table, one UPDATE ... WHERE id IN (SELECT id FROM temp) AND status =
+'active', and one audit row per changed client with the same sha256 hash chain, in
+one transaction (SQLite: WAL, synchronous=NORMAL, as the tool; PostgreSQL: psycopg,
+the same statements). Aim: the tool within 2x of the baseline, under 300 MB.
+
+    python tests/perf/bench_deactivate.py                       # 1,000,000 / 100,000
+    python tests/perf/bench_deactivate.py --clients 20000 --change 2000 --verify
+    python tests/perf/bench_deactivate.py --engine postgres [--url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import random
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import _bench as b
+
+ACTOR = "bench"
+AIM_RATIO = 2.0
+AIM_MB = 300
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=1_000_000)
+    parser.add_argument("--change", type=int, default=100_000)
+    parser.add_argument("--engine", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--url", default=b.PG_DEFAULT_URL, help="PostgreSQL admin URL")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each, alternating")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder / databases")
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="check both audit trails with `pbclients audit verify`",
+    )
+    # Internal: the baseline runs as its own process so both sides pay an interpreter start.
+    parser.add_argument("--baseline-run", nargs=2, metavar=("DB", "CSV"), help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+# --- the baseline ---------------------------------------------------------------------------
+
+
+def read_ids(path: str) -> list[int]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        next(reader)
+        return [int(row[0]) for row in reader if row]
+
+
+def baseline_sqlite(db: str, csv_path: str) -> int:
+    ids = read_ids(csv_path)
+    at = b.NOW
+    con = sqlite3.connect(db, isolation_level=None)
+    for pragma in ("busy_timeout = 60000", "foreign_keys = ON", "journal_mode = WAL"):
+        con.execute(f"PRAGMA {pragma}")
+    con.execute("PRAGMA synchronous = NORMAL")
+    con.execute("BEGIN IMMEDIATE")
+    con.execute("CREATE TEMP TABLE ids (id INTEGER PRIMARY KEY)")
+    con.executemany("INSERT OR IGNORE INTO ids (id) VALUES (?)", ((i,) for i in ids))
+    changing = [
+        row[0]
+        for row in con.execute(
+            "SELECT id FROM client WHERE id IN (SELECT id FROM temp.ids) AND status = 'active'"
+        )
+    ]
+    updated = con.execute(
+        "UPDATE client SET status = 'deactivated', deactivated_at = ? "
+        "WHERE id IN (SELECT id FROM temp.ids) AND status = 'active'",
+        (b.sqlite_time(at),),
+    ).rowcount
+    assert updated == len(changing), (updated, len(changing))
+    head = con.execute("SELECT value FROM setting WHERE key = 'audit_head'").fetchone()
+    last_id, prev_hash = b.parse_head(head[0] if head else None)
+    rows, prev_hash = b.audit_rows(
+        last_id + 1,
+        prev_hash,
+        [("deactivate", cid, "active", "deactivated", None) for cid in changing],
+        at=at, actor=ACTOR, batch_id="baseline0001", reason=None, at_value=b.sqlite_time(at),
+    )  # fmt: skip
+    con.executemany(b.AUDIT_INSERT.format(", ".join("?" * 12)), rows)
+    con.execute(
+        "INSERT INTO setting (key, value) VALUES ('audit_head', ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (f"{last_id + len(rows)}:{prev_hash}",),
+    )
+    con.execute("COMMIT")
+    con.close()
+    return updated
+
+
+def baseline_postgres(url: str, csv_path: str) -> int:
+    import psycopg
+
+    ids = read_ids(csv_path)
+    at = b.NOW
+    with psycopg.connect(url) as con, con.cursor() as cur:
+        cur.execute("CREATE TEMPORARY TABLE ids (id BIGINT PRIMARY KEY) ON COMMIT DROP")
+        cur.executemany(
+            "INSERT INTO ids (id) VALUES (%s) ON CONFLICT DO NOTHING", [(i,) for i in ids]
+        )
+        cur.execute("SELECT id FROM client WHERE id IN (SELECT id FROM ids) AND status = 'active'")
+        changing = [row[0] for row in cur.fetchall()]
+        cur.execute(
+            "UPDATE client SET status = 'deactivated', deactivated_at = %s "
+            "WHERE id IN (SELECT id FROM ids) AND status = 'active'",
+            (b.naive(at),),
+        )
+        updated = cur.rowcount
+        assert updated == len(changing), (updated, len(changing))
+        cur.execute("SELECT value FROM setting WHERE key = 'audit_head'")
+        head = cur.fetchone()
+        last_id, prev_hash = b.parse_head(head[0] if head else None)
+        rows, prev_hash = b.audit_rows(
+            last_id + 1,
+            prev_hash,
+            [("deactivate", cid, "active", "deactivated", None) for cid in changing],
+            at=at, actor=ACTOR, batch_id="baseline0001", reason=None, at_value=b.naive(at),
+        )  # fmt: skip
+        cur.executemany(b.AUDIT_INSERT.format(", ".join(["%s"] * 12)), rows)
+        cur.execute(
+            "INSERT INTO setting (key, value) VALUES ('audit_head', %s) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (f"{last_id + len(rows)}:{prev_hash}",),
+        )
+    return updated
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+def write_csv(path: Path, clients: int, change: int) -> None:
+    ids = random.Random(2).sample(range(1, clients + 1), change)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        handle.write("id\n")
+        handle.writelines(f"{client_id}\n" for client_id in ids)
+
+
+def counts(db: str, engine: str) -> tuple[int, int]:
+    query = (
+        "SELECT (SELECT count(*) FROM client WHERE status = 'deactivated'), "
+        "(SELECT count(*) FROM audit_event)"
+    )
+    if engine == "sqlite":
+        con = sqlite3.connect(db)
+        try:
+            return con.execute(query).fetchone()
+        finally:
+            con.close()
+    import psycopg
+
+    with psycopg.connect(db) as con:
+        return con.execute(query).fetchone()  # type: ignore[return-value]
+
+
+def main() -> None:
+    args = parse_args()
+    if args.baseline_run:
+        db, csv_path = args.baseline_run
+        run = baseline_postgres if db.startswith("postgresql") else baseline_sqlite
+        run(db, csv_path)
+        return
+
+    work = Path(tempfile.mkdtemp(prefix="pbbench-deactivate-"))
+    env = b.tool_env(work / "home")
+    csv_path = work / "change.csv"
+    pg_names: list[str] = []
+    print(f"machine: {b.machine()}; engine {args.engine}; work folder {work}")
+    try:
+        started = time.perf_counter()
+        if args.engine == "sqlite":
+            prepared = str(work / "prepared.db")
+            b.init_schema(prepared, env)
+            b.fill_sqlite(Path(prepared), args.clients)
+        else:
+            prep_name = "pbbench_deact_prep"
+            pg_names.append(prep_name)
+            prepared = b.pg_create(args.url, prep_name)
+            b.init_schema(prepared, env)
+            b.fill_postgres(prepared, args.clients)
+            b.pg_vacuum(prepared)
+        write_csv(csv_path, args.clients, args.change)
+        print(
+            f"prepared {args.clients:,} clients, CSV of {args.change:,} ids "
+            f"in {time.perf_counter() - started:.1f} s"
+        )
+
+        def fresh(label: str, n: int) -> str:
+            if args.engine == "sqlite":
+                target = work / f"{label}{n}.db"
+                b.copy_sqlite(Path(prepared), target)
+                return str(target)
+            name = f"pbbench_deact_{label}{n}"
+            pg_names.append(name)
+            return b.pg_create(args.url, name, template=prep_name)
+
+        tool_runs: list[b.Measured] = []
+        base_runs: list[b.Measured] = []
+        tool_db = base_db = ""
+        for n in range(args.repeat):
+            tool_db = fresh("tool", n)
+            measured = b.run_measured(
+                b.pbclients(
+                    "--db", tool_db, "deactivate", "--csv", str(csv_path), "--yes",
+                    "--format", "json",
+                ),
+                env=env,
+            )  # fmt: skip
+            b.check(measured, "pbclients deactivate")
+            tool_runs.append(measured)
+            base_db = fresh("base", n)
+            measured = b.run_measured(
+                [sys.executable, __file__, "--baseline-run", base_db, str(csv_path)], env=env
+            )
+            b.check(measured, "baseline")
+            base_runs.append(measured)
+            print(
+                f"run {n + 1}: tool {tool_runs[-1].seconds:.2f} s, "
+                f"baseline {base_runs[-1].seconds:.2f} s ({b.load()})"
+            )
+
+        tool_counts, base_counts = counts(tool_db, args.engine), counts(base_db, args.engine)
+        if tool_counts != base_counts:
+            sys.exit(f"tool and baseline disagree: {tool_counts} vs {base_counts}")
+        if args.verify:
+            for db in (tool_db, base_db):
+                b.check(
+                    b.run_measured(b.pbclients("--db", db, "audit", "verify"), env=env),
+                    f"audit verify {db}",
+                )
+            print("audit verify: both trails intact")
+
+        tool = min(tool_runs, key=lambda m: m.seconds)
+        base = min(base_runs, key=lambda m: m.seconds)
+        ratio = tool.seconds / base.seconds
+        print()
+        print(
+            b.table(
+                [
+                    ("", "wall (best)", "CPU", "peak RSS"),
+                    b.row("pbclients deactivate", tool),
+                    b.row(f"raw {args.engine} baseline", base),
+                ]
+            )
+        )
+        print()
+        print(
+            f"clients {args.clients:,}, changed {tool_counts[0]:,}; "
+            f"ratio tool/baseline {ratio:.2f}x wall, {tool.cpu_seconds / base.cpu_seconds:.2f}x "
+            f"CPU (aim <= {AIM_RATIO:.0f}x: {'met' if ratio <= AIM_RATIO else 'NOT met'}); "
+            f"tool peak {tool.peak_mb:.0f} MB (aim < {AIM_MB} MB: "
+            f"{'met' if tool.peak_mb < AIM_MB else 'NOT met'})"
+        )
+    finally:
+        if args.keep:
+            print(f"kept: {work}" + (f" and databases {', '.join(pg_names)}" if pg_names else ""))
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+            if pg_names:
+                b.pg_drop(args.url, *reversed(pg_names))
+
+
+if __name__ == "__main__":
+    main()

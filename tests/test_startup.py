@@ -1,0 +1,159 @@
+"""Start-up: --version, `python -m pbclients`, fast --help, and how errors are printed.
+
+Everything here runs a real process: imports, exit codes and stderr as a shell sees them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pbclients import __version__
+from tests.helpers import pbclients, subprocess_env
+
+HEAVY = ("sqlalchemy", "sqlmodel", "alembic", "psycopg")
+
+
+def test_version():
+    run = pbclients("--version")
+    assert (run.returncode, run.stdout, run.stderr) == (
+        0,
+        f"pbclients {__version__}\n".encode(),
+        b"",
+    )
+
+
+def test_python_dash_m_version_and_the_console_script_agree():
+    script = Path(sys.executable).with_name("pbclients")
+    if not script.exists():
+        pytest.skip("the pbclients console script is not installed next to this Python")
+    run = subprocess.run([str(script), "--version"], capture_output=True, env=subprocess_env())
+    assert run.returncode == 0
+    assert run.stdout == pbclients("--version").stdout == f"pbclients {__version__}\n".encode()
+
+
+def test_help_lists_the_commands():
+    run = pbclients("--help", env=subprocess_env(COLUMNS="120"))
+    assert run.returncode == 0
+    out = run.stdout.decode()
+    for command in ("init", "demo", "add", "import", "list", "show", "deactivate", "activate",
+                    "plan", "audit", "paths"):  # fmt: skip
+        assert f" {command} " in out, command
+    bare = pbclients()
+    assert bare.returncode in (0, 2)  # no_args_is_help
+    assert b"Usage: " in bare.stdout + bare.stderr
+
+
+_MODULES_AFTER = """
+import json, sys
+sys.argv = ["pbclients", *json.loads(sys.argv[1])]
+from pbclients.cli.app import main
+try:
+    main()
+except SystemExit:
+    pass
+sys.stderr.write("MODULES " + json.dumps(sorted(sys.modules)) + "\\n")
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["deactivate", "--help"]])
+def test_help_and_version_import_no_database_library(args):
+    run = subprocess.run(
+        [sys.executable, "-c", _MODULES_AFTER, json.dumps(args)],
+        capture_output=True,
+        env=subprocess_env(),
+        check=True,
+    )
+    line = next(x for x in run.stderr.decode().splitlines() if x.startswith("MODULES "))
+    loaded = {name.split(".")[0] for name in json.loads(line.removeprefix("MODULES "))}
+    assert "pbclients" in loaded
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_importtime_of_help_shows_no_database_library():
+    run = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "pbclients", "--help"],
+        capture_output=True,
+        env=subprocess_env(),
+    )
+    assert run.returncode == 0
+    imported = [
+        line.rsplit("|", 1)[-1].strip()
+        for line in run.stderr.decode().splitlines()
+        if line.startswith("import time:") and "|" in line
+    ]
+    assert any(name.startswith("pbclients") for name in imported)
+    assert not [name for name in imported if name.split(".")[0] in HEAVY]
+
+
+def test_a_real_command_does_import_the_database_layer(tmp_path):
+    """A command that does real work does import the database layer (the check above is real)."""
+    db = tmp_path / "p.db"
+    assert pbclients("--db", str(db), "init").returncode == 0
+    run = subprocess.run(
+        [sys.executable, "-c", _MODULES_AFTER, json.dumps(["--db", str(db), "list"])],
+        capture_output=True,
+        env=subprocess_env(),
+        check=True,
+    )
+    line = next(x for x in run.stderr.decode().splitlines() if x.startswith("MODULES "))
+    assert "sqlalchemy" in json.loads(line.removeprefix("MODULES "))
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+def test_an_error_is_one_line_on_stderr_without_a_traceback(tmp_path):
+    missing = tmp_path / "missing.db"
+    run = pbclients("--db", str(missing), "list")
+    assert run.returncode == 2
+    assert run.stdout == b""
+    assert run.stderr.decode() == (
+        f"Error: There is no practice database at {missing}; create it with `pbclients init` "
+        "or point --db at an existing one.\n"
+    )
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    missing = tmp_path / "missing.db"
+    run = pbclients("--debug", "--db", str(missing), "list")
+    assert run.returncode == 2
+    err = run.stderr.decode()
+    assert err.startswith("Traceback (most recent call last):\n")
+    assert "pbclients.errors.UsageError: There is no practice database" in err
+    assert err.endswith(f"Error: There is no practice database at {missing}; create it with "
+                        "`pbclients init` or point --db at an existing one.\n")  # fmt: skip
+
+
+def test_an_unexpected_error_is_one_line_exit_1_and_debug_shows_its_traceback(tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not a database, it is a shopping list\n" * 200)
+    run = pbclients("--db", str(junk), "list")
+    assert run.returncode == 1
+    assert run.stderr.decode() == (
+        "Unexpected error: DatabaseError: (sqlite3.DatabaseError) file is not a database. "
+        "Run the command again with --debug for details.\n"
+    )
+    debug = pbclients("--debug", "--db", str(junk), "list")
+    assert debug.returncode == 1
+    assert b"Traceback (most recent call last):" in debug.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--frobnicate"], ["list", "--frobnicate"], ["nosuchcommand"], ["show"], ["audit", "--limit"]],
+)
+def test_usage_errors_exit_2(args, tmp_path):
+    from typer.testing import CliRunner
+
+    from pbclients.cli.app import app
+
+    run = CliRunner().invoke(app, ["--db", str(tmp_path / "p.db"), *args])
+    assert run.exit_code == 2
+    assert "Traceback" not in run.stderr
+    assert "Error" in run.stderr  # click's usage error panel
+    assert run.stdout == ""
