@@ -578,3 +578,20 @@ def test_sigkill_at_any_moment_is_all_or_nothing(
     events = audit_count(engine)
     assert (changed, events) in ((0, BIG), (BIG, 2 * BIG))
     assert pbclients("--db", db_target, "audit", "verify").returncode == 0
+
+
+def test_a_busy_database_exits_5_and_changes_nothing(sqlite_only, cli, practice, engine, db_target):
+    """SQLite only: another writer holds the lock longer than PBCLIENTS_LOCK_TIMEOUT (1 s)."""
+    holder = sqlite3.connect(db_target, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        run = cli("deactivate", "1", "--yes")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert run.exit_code == 5
+    assert run.stderr == (
+        "Error: The database is busy (another pbclients run or the portal holds it); nothing "
+        "was changed, try again in a moment.\n"
+    )
+    assert statuses(engine) == ALL_ACTIVE

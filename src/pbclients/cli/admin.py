@@ -171,7 +171,7 @@ def audit(
                 return
             table = Table(box=None, pad_edge=False)
             for name in ("id", "at", "actor", "action", "client", "change", "batch", "reason"):
-                table.add_column(name)
+                table.add_column(name, no_wrap=name in ("id", "at", "client", "batch"))
             for r in records:
                 change = f"{r['before'] or '-'} -> {r['after'] or '-'}"
                 cells = (r["id"], r["at"], r["actor"], r["action"], r["client_id"], change)

@@ -38,10 +38,11 @@ def main_options(
         typer.Option(
             "--db",
             metavar="PATH|URL",
-            envvar="PBCLIENTS_DB",
+            # PBCLIENTS_DB is resolved in paths.resolve_db, not here: `demo` must tell an
+            # explicit --db from the environment, which may name the real practice.
             help=(
-                "Practice database: a SQLite file or a postgresql:// URL "
-                "(default: practice.db in the user data folder; see `pbclients paths`)."
+                "Practice database: a SQLite file or a postgresql:// URL (else env "
+                "PBCLIENTS_DB, else practice.db in the user data folder; see `pbclients paths`)."
             ),
             show_default=False,
         ),

@@ -296,8 +296,9 @@ def _list_table(session: Session, where: ClientFilter, now: datetime) -> None:
     shown_where = replace(where, limit=TABLE_ROWS) if capped else where
     deleted = Status.DELETED in where.statuses
     table = Table(box=None, pad_edge=False)
+    # The e-mail identifies the client: wrap names and programs rather than cut it.
     for name in ("id", "name", "email", "status", "programs", "since"):
-        table.add_column(name)
+        table.add_column(name, no_wrap=name in ("id", "email", "status", "since"))
     if deleted:
         table.add_column("purge in")
     shown = 0
