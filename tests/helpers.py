@@ -96,8 +96,11 @@ def pbclients(
     )
 
 
-def run_in_pty(args: list[str], answer: str, *, env: dict[str, str]) -> tuple[int, str, str]:
-    """Run pbclients on a real pseudo-terminal, answer its prompt; (exit code, prompt, rest)."""
+def run_in_pty(
+    args: list[str], answer: str, *, env: dict[str, str], marker: bytes = b"[y/N]"
+) -> tuple[int, str, str]:
+    """Run pbclients on a real pseudo-terminal, answer its prompt (the output up to `marker`);
+    (exit code, prompt, rest)."""
     import pty
 
     master, slave = pty.openpty()
@@ -111,7 +114,7 @@ def run_in_pty(args: list[str], answer: str, *, env: dict[str, str]) -> tuple[in
     )
     os.close(slave)
     try:
-        prompt = _read_until(master, b"[y/N]", seconds=60)
+        prompt = _read_until(master, marker, seconds=60)
         os.write(master, answer.encode() + b"\n")
         rest = _read_until(master, None, seconds=60)
         code = process.wait(timeout=60)

@@ -28,10 +28,9 @@ from pbclients.selection import Selection
 from tests.factory import NOW
 from tests.helpers import (
     NOW_TEXT,
-    _plain,
-    _read_until,
     outcomes,
     records,
+    run_in_pty,
     snapshot,
     sql,
     statuses,
@@ -252,6 +251,30 @@ def test_records_added_after_the_backups_stop_the_deletion(engine, practice, tmp
     assert len(backup_files(tmp_path)) == 2  # kept, and reported
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        "UPDATE journal_entry SET body = 'Slept badly.' WHERE client_id = 1",
+        "UPDATE client SET portal_password_hash = 'new' WHERE id = 1",
+        "UPDATE document SET content = :other WHERE client_id = 1",
+    ],
+)
+def test_a_record_edited_after_its_backup_stops_the_deletion(engine, practice, tmp_path, change):
+    """Same record counts, other content: the backup is stale and nobody is deleted."""
+
+    def edit(done: int, total: int) -> None:
+        if done == total:
+            sql(engine, change, other=b"ferritin 54")
+
+    before = statuses(engine)
+    with pytest.raises(BackupFailed) as caught:
+        delete_clients(engine, Selection(_refs("1", "2")), Change("t", None, NOW), tmp_path,
+                       on_progress=edit)  # fmt: skip
+    assert "Client 1's records changed after its backup" in str(caught.value)
+    assert "no client was deleted" in str(caught.value)
+    assert statuses(engine) == before
+
+
 def _refs(*texts: str):  # type: ignore[no-untyped-def]
     from pbclients.csvinput import Reference
 
@@ -262,25 +285,7 @@ def _refs(*texts: str):  # type: ignore[no-untyped-def]
 
 
 def _run_on_pty(args: list[str], answer: str, marker: bytes) -> tuple[int, str, str]:
-    import pty
-
-    master, slave = pty.openpty()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pbclients", *args],
-        stdin=slave, stdout=slave, stderr=slave, env=subprocess_env(), close_fds=True,
-    )  # fmt: skip
-    os.close(slave)
-    try:
-        prompt = _read_until(master, marker, seconds=60)
-        os.write(master, answer.encode() + b"\n")
-        rest = _read_until(master, None, seconds=60)
-        code = process.wait(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        os.close(master)
-    return code, _plain(prompt), _plain(rest)
+    return run_in_pty(args, answer, env=subprocess_env(), marker=marker)
 
 
 @SQLITE_ONLY

@@ -36,7 +36,7 @@ def backup_sha(client_id: int) -> str:
 
 
 def mark_deleted(engine: Engine, ids: Sequence[int], *, at: datetime = DELETED_AT) -> str:
-    """Stand-in for deletion.py until it exists: exactly what `delete` leaves in the database.
+    """What `delete` leaves in the database, without writing backups (fast, any date):
 
     status 'deleted', deleted_at, purge_after = deleted_at + retention, and one
     `delete` audit event per client (before = previous status, detail = backup
@@ -448,6 +448,48 @@ def test_purges_started_at_once_one_works_the_others_exit_5_untouched(
         runs - 1
     )
     assert sum(" purged=2 " in line for line in lines) == 1
+
+
+def test_a_client_brought_back_and_deleted_again_mid_purge_is_not_purged_early(
+    engine, practice, tmp_path, monkeypatch
+):
+    """Undo, then a fresh delete (purge_after a month away), between purge's select and its
+    deletes: that client must stay. PostgreSQL needs the row lock; SQLite's write lock is held."""
+    from pbclients import faults
+    from pbclients.csvinput import Reference
+    from pbclients.deletion import delete_clients
+    from pbclients.selection import Selection
+    from pbclients.undo import undo_batch
+
+    batch = mark_deleted(engine, [4])
+    brought_back: list[bool] = []
+    checkpoint = faults.checkpoint
+
+    def meanwhile(step: str) -> None:
+        checkpoint(step)
+        if step != "purge.selected" or brought_back:
+            return
+        try:
+            undo_batch(engine, batch, Change("admin", None, NOW))
+        except DatabaseBusy:
+            brought_back.append(False)
+            return
+        brought_back.append(True)
+        delete_clients(
+            engine, Selection([Reference("4", "argument", None)]), Change("admin", None, NOW),
+            tmp_path,
+        )  # fmt: skip
+
+    monkeypatch.setattr(faults, "checkpoint", meanwhile)
+    purge(engine, at(NOW))
+    monkeypatch.setattr(faults, "checkpoint", checkpoint)
+    with reading(engine) as session:
+        client = session.get(Client, 4)
+    if brought_back == [True]:
+        assert client is not None and client.purge_after == NOW + timedelta(days=30)
+    else:
+        assert (brought_back, client) == ([False], None)
+    assert trail_intact(engine)
 
 
 # -- nothing left in the files -------------------------------------------------------------

@@ -194,3 +194,31 @@ def test_a_missing_file_is_bad_input(cli, practice, tmp_path):
     result = cli("restore", str(tmp_path / "nope.zip"), "--yes")
     assert result.exit_code == 3
     assert "There is no backup file" in result.stderr
+
+
+def test_a_backup_already_restored_is_unchanged_in_a_dry_run_and_needs_no_yes(
+    cli, practice, engine, tmp_path
+):
+    backup = delete_one(cli, "1", tmp_path)
+    assert cli("restore", backup, "--yes").exit_code == 0
+    before = snapshot(engine)
+    dry = cli("restore", backup, "--dry-run", "--format", "json")
+    assert dry.exit_code == 0, dry.stderr
+    assert outcomes(dry.stdout) == [(backup, 1, "deactivated", "deactivated", "unchanged")]
+    # Nothing to do is not a change to confirm: no terminal and no --yes is fine.
+    again = cli("restore", backup)
+    assert (again.exit_code, again.stderr) == (0, "")
+    assert again.stdout.splitlines()[-1] == (
+        "Nothing to restore: client 1 is here and deactivated, not deleted."
+    )
+    assert snapshot(engine) == before
+
+
+def test_the_reference_is_the_backup_path_as_given(cli, practice, tmp_path, monkeypatch):
+    backup = Path(delete_one(cli, "1", tmp_path / "b"))
+    monkeypatch.chdir(tmp_path)
+    relative = str(backup.relative_to(tmp_path))
+    result = cli("restore", relative, "--yes", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    [row] = records(result.stdout)
+    assert (row["reference"], row["backup"]) == (relative, str(backup))

@@ -56,7 +56,6 @@ PROFILE = "client.json"
 PROGRAMS = "programs.json"
 AUDIT = "audit_events.jsonl"
 AUDIT_KIND = "audit_events"
-PURGED = "purged"
 
 _CHUNK = 1 << 20
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -77,12 +76,14 @@ class BackupInvalid(BadInput):
 
 @dataclass(frozen=True)
 class BackupFile:
-    """A backup just written: where, the SHA-256 of the whole file, records per kind."""
+    """A backup just written: where, the SHA-256 of the whole file, records per kind, and
+    `content`, the digest of what it holds (compare with `content_digest` before deleting)."""
 
     path: Path
     sha256: str
     counts: dict[str, int]
     client_id: int
+    content: str
 
 
 @dataclass(frozen=True)
@@ -184,27 +185,20 @@ def record_counts(session: Session, client_id: int) -> dict[str, int]:
     return counts
 
 
-def counts_for_ids(session: Session, ids_table: Table) -> dict[int, dict[str, int]]:
-    """`record_counts` for every client in a `load_ids` table, a few set-based queries."""
-    found: dict[int, dict[str, int]] = {}
-    models: dict[str, Table] = {kind: table_of(model) for kind, model in RECORD_MODELS.items()}
-    models[AUDIT_KIND] = table_of(AuditEvent)
-    for kind, table in models.items():
-        query = (
-            select(table.c.client_id, func.count())
-            .where(table.c.client_id.in_(select(ids_table.c.id)))
-            .group_by(table.c.client_id)
-        )
-        for client_id, number in session.execute(query):
-            found.setdefault(int(client_id), {})[kind] = int(number)
-    return {
-        client_id: {kind: per_kind.get(kind, 0) for kind in models}
-        for client_id, per_kind in found.items()
-    }
+def content_digest(session: Session, client_id: int) -> str:
+    """One SHA-256 over what a backup of the client written now would hold, writing nothing.
+
+    Equal to `BackupFile.content` exactly when every row (profile, records, files,
+    programs, audit history) is as it was backed up: an edited record changes it
+    where a record count would not.
+    """
+    writer = _DigestWriter()
+    _write_members(session, client_id, writer)
+    return _digest_of(writer.members)
 
 
-def empty_counts() -> dict[str, int]:
-    return {**dict.fromkeys(RECORD_MODELS, 0), AUDIT_KIND: 0}
+def _digest_of(members: Mapping[str, str]) -> str:
+    return hashlib.sha256(json.dumps(sorted(members.items())).encode()).hexdigest()
 
 
 # --- writing --------------------------------------------------------------------------
@@ -253,6 +247,22 @@ class _ArchiveWriter:
                 digest.update(data)
 
             yield write
+        self.members[name] = digest.hexdigest()
+
+
+class _DigestWriter:
+    """Hashes members exactly as `_ArchiveWriter` would write them, and keeps nothing else."""
+
+    def __init__(self) -> None:
+        self.members: dict[str, str] = {}
+
+    def add(self, name: str, data: bytes) -> None:
+        self.members[name] = hashlib.sha256(data).hexdigest()
+
+    @contextmanager
+    def stream(self, name: str) -> Iterator[Any]:
+        digest = hashlib.sha256()
+        yield digest.update
         self.members[name] = digest.hexdigest()
 
 
@@ -318,7 +328,9 @@ def write_backup(session: Session, client_id: int, folder: Path, now: datetime) 
         with os.fdopen(descriptor, "wb") as raw:
             sink = _HashingSink(raw)
             with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as archive:  # type: ignore[call-overload]
-                counts = _write_members(session, client, _ArchiveWriter(archive, now), now)
+                writer = _ArchiveWriter(archive, now)
+                counts = _write_members(session, client_id, writer)
+                _write_manifest(session, writer, client_id, now, counts)
             raw.flush()
             os.fsync(raw.fileno())
         faults.checkpoint("backup.temp-written")
@@ -334,13 +346,12 @@ def write_backup(session: Session, client_id: int, folder: Path, now: datetime) 
     except BaseException:
         _remove_quietly(temporary)
         raise
-    return BackupFile(path, sink.digest.hexdigest(), counts, client_id)
+    return BackupFile(path, sink.digest.hexdigest(), counts, client_id, _digest_of(writer.members))
 
 
 def _write_members(
-    session: Session, client: Client, writer: _ArchiveWriter, now: datetime
+    session: Session, client_id: int, writer: _ArchiveWriter | _DigestWriter
 ) -> dict[str, int]:
-    client_id = int(client.id or 0)
     client_table = table_of(Client)
     profile = session.execute(select(client_table).where(client_table.c.id == client_id)).one()
     writer.add(PROFILE, _json_bytes(_encode(client_table, profile._mapping)))
@@ -400,7 +411,12 @@ def _write_members(
             write(_line(_encode(events, row._mapping)))
             number += 1
     counts[AUDIT_KIND] = number
+    return counts
 
+
+def _write_manifest(
+    session: Session, writer: _ArchiveWriter, client_id: int, now: datetime, counts: dict[str, int]
+) -> None:
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -413,7 +429,6 @@ def _write_members(
     }
     with writer.archive.open(writer.info(MANIFEST), "w") as member:
         member.write(_json_bytes(manifest))
-    return counts
 
 
 def _is_binary(column: Any) -> bool:
@@ -424,7 +439,7 @@ def _is_binary(column: Any) -> bool:
 
 
 def _write_document(
-    session: Session, table: Table, writer: _ArchiveWriter, data: dict[str, Any]
+    session: Session, table: Table, writer: _ArchiveWriter | _DigestWriter, data: dict[str, Any]
 ) -> dict[str, Any]:
     """Store one document's bytes as its own member (one document in memory at a time)."""
     content = session.execute(select(table.c.content).where(table.c.id == data["id"])).scalar_one()
@@ -712,10 +727,3 @@ def export_clients(engine: Engine, selection: Selection, folder: Path, change: C
             batch_id=batch_id, actor=change.actor, reason=change.reason, at=change.at,
         )  # fmt: skip
     return Batch("export", results, batch_id=batch_id, extra={"folder": str(folder)})
-
-
-def restore_backup(engine: Engine, path: Path, change: Change, *, dry_run: bool = False) -> Batch:
-    """Bring a client back from a backup (see `pbclients.restore`, where it lives)."""
-    from pbclients.restore import restore_backup as restore
-
-    return restore(engine, path, change, dry_run=dry_run)

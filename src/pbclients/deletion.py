@@ -8,15 +8,16 @@ that names the backup and its SHA-256: purge reads that checksum, and undo
 returns the client to the event's `before`. Any backup failure stops the
 command with exit 4 and no client deleted; backups already written are kept.
 
-If a client changed between its backup and that transaction (records added,
-its status changed), the transaction notices (the counts are checked again
-under the write lock) and the command stops with exit 4 rather than delete a
-client whose backup is stale.
+If a client changed between its backup and that transaction (a record added,
+edited or removed, its status changed), the transaction notices (each client's
+record is hashed again under the write lock and compared with what its backup
+holds) and the command stops with exit 4 rather than delete a client whose
+backup is stale.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -25,22 +26,14 @@ from sqlalchemy import CursorResult, Engine, update
 from sqlmodel import Session, col, select
 
 from pbclients import audit, clock, faults, settings
-from pbclients.backup import (
-    counts_for_ids,
-    empty_counts,
-    kept_note,
-    prepare_folder,
-    write_verified_backup,
-)
+from pbclients.backup import content_digest, kept_note, prepare_folder, write_verified_backup
 from pbclients.db import load_ids, reading, writing
 from pbclients.errors import BackupFailed, UsageError
-from pbclients.lifecycle import Change, consequences
+from pbclients.lifecycle import Change, ProgressCallback, consequences
 from pbclients.models import Client
 from pbclients.policy import Status
 from pbclients.results import Batch, ChangeResult, Outcome
 from pbclients.selection import CHUNK, Selection, chunks, resolve
-
-ProgressCallback = Callable[[int, int], None]
 
 ACTION = "delete"
 
@@ -176,8 +169,7 @@ def delete_clients(
 
     # Only what the transaction needs is kept per client: memory stays small per client,
     # and each client's records are streamed into its archive one at a time.
-    kinds = tuple(empty_counts())
-    backups: dict[int, tuple[str, str, tuple[int, ...]]] = {}
+    backups: dict[int, tuple[str, str, str]] = {}
     written: list[Path] = []  # the first few, to name them in a message
     for done, result in enumerate(todo, start=1):
         client_id = int(result.client_id or 0)
@@ -185,11 +177,7 @@ def delete_clients(
             backup = write_verified_backup(engine, client_id, folder, change.at)
         except BackupFailed as error:
             raise BackupFailed(_failed(str(error), written, len(backups))) from None
-        backups[client_id] = (
-            str(backup.path),
-            backup.sha256,
-            tuple(backup.counts[kind] for kind in kinds),
-        )
+        backups[client_id] = (str(backup.path), backup.sha256, backup.content)
         if len(written) < 4:
             written.append(backup.path)
         if on_progress:
@@ -206,7 +194,7 @@ def delete_clients(
         current = dict(
             session.exec(select(Client.id, Client.status).where(in_batch).with_for_update()).all()
         )
-        counts = counts_for_ids(session, selected)
+        # One client at a time: only re-reading the rows shows an edit a count would miss.
         for result in todo:
             client_id = int(result.client_id or 0)
             now_status = current.get(client_id)
@@ -221,8 +209,7 @@ def delete_clients(
                     )
                 )
             path, _sha, backed_up = backups[client_id]
-            have = counts.get(client_id, empty_counts())
-            if tuple(have[kind] for kind in kinds) != backed_up:
+            if content_digest(session, client_id) != backed_up:
                 raise BackupFailed(
                     _failed(
                         f"Client {client_id}'s records changed after its backup {path} was "
@@ -289,8 +276,6 @@ def delete_clients(
 
 
 def _with_backup(result: ChangeResult, path: str, sha256: str) -> ChangeResult:
-    from dataclasses import replace
-
     return replace(result, backup=path, sha256=sha256)
 
 

@@ -42,7 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
-from sqlalchemy import Engine, Select, delete, func, text
+from sqlalchemy import ColumnElement, Engine, Select, delete, func, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, select
@@ -51,7 +51,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 from pbclients import audit, clock, faults, paths
 from pbclients.db import is_sqlite, load_ids, reading, writing
 from pbclients.errors import DatabaseBusy
-from pbclients.lifecycle import Change
+from pbclients.lifecycle import Change, ProgressCallback
 from pbclients.models import RECORD_MODELS, AuditEvent, Client
 from pbclients.policy import Status
 from pbclients.results import Batch, ChangeResult, Outcome
@@ -61,7 +61,6 @@ PURGED = "purged"
 # Session-level advisory lock key of `purge` on PostgreSQL (audit uses 7310001, init 7310002).
 _PG_LOCK = 7310003
 
-ProgressCallback = Callable[[int, int], None]
 Confirm = Callable[[Batch], None]
 
 _BUSY = (
@@ -70,13 +69,13 @@ _BUSY = (
 )
 
 
+def _is_due(now: datetime) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    return col(Client.status) == Status.DELETED.value, col(Client.purge_after) <= now
+
+
 def due_query(now: datetime) -> SelectOfScalar[int | None]:
     """Deleted clients whose `purge_after` has come (`now >= purge_after`), oldest id first."""
-    return (
-        select(col(Client.id))
-        .where(col(Client.status) == Status.DELETED.value, col(Client.purge_after) <= now)
-        .order_by(col(Client.id))
-    )
+    return select(col(Client.id)).where(*_is_due(now)).order_by(col(Client.id))
 
 
 class _Due(NamedTuple):
@@ -96,7 +95,7 @@ def preview_purge(engine: Engine, now: datetime | None = None) -> Batch:
 def _preview(session: Session, now: datetime) -> Batch:
     query = (
         select(Client.id, Client.email, Client.deleted_at, Client.purge_after)
-        .where(col(Client.status) == Status.DELETED.value, col(Client.purge_after) <= now)
+        .where(*_is_due(now))
         .order_by(col(Client.id))
     )
     rows = [_Due(*row) for row in session.execute(query)]
@@ -133,7 +132,7 @@ def purge(
     with purge_lock(engine):
         faults.checkpoint("purge.locked")
         with reading(engine) as session:
-            total = len(session.exec(due_query(change.at)).all())
+            total = session.exec(select(func.count()).where(*_is_due(change.at))).one()
             preview = _preview(session, change.at) if confirm and total else None
         if preview is not None and confirm is not None:
             confirm(preview)
@@ -169,7 +168,10 @@ def _purge_chunk(
     with writing(engine) as session:
         if is_sqlite(session):
             session.execute(text("PRAGMA secure_delete = ON"))
-        ids = [i for i in session.exec(due_query(change.at).limit(chunk_size)) if i is not None]
+        # PostgreSQL: lock the rows, so an undo or restore cannot bring a client back (and a
+        # new delete give it a later purge_after) between this select and the deletes below.
+        due = due_query(change.at).limit(chunk_size).with_for_update()
+        ids = [i for i in session.exec(due) if i is not None]
         faults.checkpoint("purge.selected")
         if not ids:
             return []
@@ -180,9 +182,7 @@ def _purge_chunk(
             session.execute(delete(model).where(model.client_id.in_(in_chunk)))  # type: ignore[attr-defined]
         faults.checkpoint("purge.records-deleted")
         removed = session.execute(
-            delete(Client).where(
-                col(Client.id).in_(in_chunk), col(Client.status) == Status.DELETED.value
-            )
+            delete(Client).where(col(Client.id).in_(in_chunk), *_is_due(change.at))
         )
         if removed.rowcount != len(ids):  # type: ignore[attr-defined]
             raise DatabaseBusy(

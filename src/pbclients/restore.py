@@ -22,7 +22,6 @@ from pbclients import audit, clock, faults
 from pbclients.backup import (
     PROFILE,
     PROGRAMS,
-    PURGED,
     BackupArchive,
     Manifest,
     decode_row,
@@ -36,6 +35,7 @@ from pbclients.lifecycle import Change
 from pbclients.models import RECORD_MODELS, Client, Program
 from pbclients.plan import ensure_room
 from pbclients.policy import Status
+from pbclients.purge import PURGED
 from pbclients.results import Batch, ChangeResult, Outcome
 
 
@@ -60,17 +60,19 @@ def restore_backup(engine: Engine, path: Path, change: Change, *, dry_run: bool 
     restore past the plan limit (exit 6). All in one transaction.
     """
     manifest = verify_backup(path)
+    reference = str(path)
     with open_backup(manifest.path) as archive:
         profile = archive.json(PROFILE)
         if dry_run:
             with reading(engine) as session:
                 plan = _plan_restore(session, manifest, profile)
-            return _restore_batch(manifest, plan, Outcome.PLANNED, None)
+            outcome = Outcome.PLANNED if plan.unchanged_status is None else Outcome.UNCHANGED
+            return _restore_batch(reference, manifest, plan, outcome, None, dry_run=True)
         batch_id = audit.new_batch_id()
         with writing(engine) as session:
             plan = _plan_restore(session, manifest, profile)
             if plan.unchanged_status is not None:
-                return _restore_batch(manifest, plan, Outcome.UNCHANGED, None)
+                return _restore_batch(reference, manifest, plan, Outcome.UNCHANGED, None)
             client_id = _restore_rows(session, archive, profile, plan, change.at)
             faults.checkpoint("restore.rows-written")
             detail: dict[str, Any] = {"backup": str(manifest.path), "sha256": manifest.sha256}
@@ -89,11 +91,17 @@ def restore_backup(engine: Engine, path: Path, change: Change, *, dry_run: bool 
                 at=change.at,
             )
         plan = _RestorePlan(client_id, plan.backup_client_id, plan.email, plan.before, plan.present)
-        return _restore_batch(manifest, plan, Outcome.CHANGED, batch_id)
+        return _restore_batch(reference, manifest, plan, Outcome.CHANGED, batch_id)
 
 
 def _restore_batch(
-    manifest: Manifest, plan: _RestorePlan, outcome: Outcome, batch_id: str | None
+    reference: str,
+    manifest: Manifest,
+    plan: _RestorePlan,
+    outcome: Outcome,
+    batch_id: str | None,
+    *,
+    dry_run: bool = False,
 ) -> Batch:
     note = None
     if plan.unchanged_status is not None:
@@ -101,7 +109,7 @@ def _restore_batch(
     elif plan.client_id != plan.backup_client_id:
         note = f"id {plan.backup_client_id} now belongs to another client"
     result = ChangeResult(
-        str(manifest.path),
+        reference,
         plan.client_id or None,
         plan.email,
         plan.unchanged_status or plan.before,
@@ -115,7 +123,7 @@ def _restore_batch(
         "restore",
         [result],
         batch_id=batch_id,
-        dry_run=outcome is Outcome.PLANNED,
+        dry_run=dry_run,
         extra={"counts": manifest.counts, "created_at": manifest.created_at},
     )
 

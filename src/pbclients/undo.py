@@ -37,6 +37,7 @@ from pbclients.models import AuditEvent, Client
 from pbclients.plan import ensure_room
 from pbclients.policy import Status
 from pbclients.results import Batch, ChangeResult, Outcome
+from pbclients.selection import chunks
 
 UNDOABLE = ("activate", "deactivate", "delete")
 # The action recorded for reverting each undoable action.
@@ -186,9 +187,9 @@ def _live_email_owners(
         return {}
     keys = sorted({row.email_key for row in current.values() if row.status == Status.DELETED})
     owners: dict[str, int] = {}
-    for start in range(0, len(keys), 10_000):
+    for chunk in chunks(keys):
         query = select(Client.id, Client.email_key).where(
-            col(Client.email_key).in_(keys[start : start + 10_000]),
+            col(Client.email_key).in_(chunk),
             Client.status != Status.DELETED.value,
         )
         for client_id, key in session.exec(query):

@@ -256,7 +256,7 @@ def restore(
         pbclients restore client-000012-20261126T090000Z.pbbackup.zip --yes
     """
     with reporting(ctx) as app:
-        from pbclients.backup import restore_backup
+        from pbclients.restore import restore_backup
         from pbclients.results import Outcome
 
         engine = app.engine()

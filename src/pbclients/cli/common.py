@@ -53,13 +53,24 @@ class AppState:
 
     def engine(self, *, create: bool = False) -> Engine:
         """The practice database; every command but init/demo needs its schema to exist."""
+        from sqlalchemy.exc import DBAPIError
+
         from pbclients.db import make_engine
+        from pbclients.paths import is_url
         from pbclients.schema import require_schema
 
         engine = make_engine(self.db, create=create)
         self.opened.append(engine)
         if not create:
-            require_schema(engine)
+            try:
+                require_schema(engine)
+            except DBAPIError as error:
+                # Not a SQLite file, a server that refuses us: say which, without the URL's secrets.
+                where = "the PostgreSQL server" if is_url(self.db) else self.db
+                problem = str(error.orig).strip().splitlines()[0]
+                raise UsageError(
+                    f"Cannot open {where} ({problem}); check --db or PBCLIENTS_DB."
+                ) from error
         return engine
 
 
