@@ -37,9 +37,7 @@ def build_small_practice(engine: Engine) -> SmallPractice:
         NewClient("dev@example.org", "Dev", "Schmidt", None, None),
         NewClient("elif@example.org", "Elif", "Haddad", None, "Sleep Foundations"),
     ]
-    add_clients(
-        engine, people, Change("setup", None, NOW - timedelta(days=90)), create_programs=True
-    )
+    add_clients(engine, people, Change("setup", None, NOW - timedelta(days=90)))
     with writing(engine) as session:
         session.execute(
             insert(Appointment),

@@ -221,23 +221,27 @@ def test_add_with_an_existing_program_enrols(cli, practice):
     assert shown["programs"] == ["Sleep Foundations"]
 
 
-def test_add_with_an_unknown_program_is_refused_unless_create_programs(cli, practice, engine):
+def test_add_with_a_new_program_creates_it_and_says_so(cli, practice, engine):
     before = snapshot(engine)
-    run = cli(*ADD_ZOE, "--program", "Yoga", "--yes")
-    assert run.exit_code == 3
-    assert run.stderr == (
-        "Error: There is no program named 'Yoga'; nothing was added. Check the name, or pass "
-        "--create-programs to create it.\n"
+    dry = cli(*ADD_ZOE, "--program", "Yoga", "--dry-run")
+    assert dry.exit_code == 0, dry.stderr
+    assert dry.stdout.rstrip().endswith(
+        "Dry run: would add 1 client; nothing was written. Would create the program 'Yoga'."
     )
     assert snapshot(engine) == before
-    dry = cli(*ADD_ZOE, "--program", "Yoga", "--create-programs", "--dry-run")
-    assert dry.exit_code == 0, dry.stderr
-    assert snapshot(engine) == before
-    made = cli(*ADD_ZOE, "--program", "Yoga", "--create-programs", "--yes")
+    made = cli(*ADD_ZOE, "--program", "Yoga", "--yes")
     assert made.exit_code == 0, made.stderr
+    assert "Created the program 'Yoga'." in made.stdout
     assert records(cli("list", "--program", "yoga", "--format", "json").stdout) == [
         listed(6, "Zoe@Example.org", "Zoe", "Park", programs=["Yoga"], created_at=NOW_TEXT)
     ]
+
+
+def test_add_matches_an_existing_program_case_insensitively(cli, practice, engine):
+    made = cli(*ADD_ZOE, "--program", "spring reset", "--yes")
+    assert made.exit_code == 0, made.stderr
+    assert "Created the program" not in made.stdout
+    assert records(cli("show", "6", "--format", "json").stdout)["programs"] == ["Spring Reset"]
 
 
 @pytest.mark.parametrize(
@@ -324,18 +328,16 @@ def test_import_adds_every_row_with_programs(cli, practice, engine, tmp_path, vi
     assert audit_count(engine) == 7
 
 
-def test_import_creates_programs_only_when_asked(cli, practice, engine, tmp_path):
-    path = write(tmp_path / "new.csv", "email,first_name,last_name,program\nh@x.org,H,I,Pilates\n")
-    before = snapshot(engine)
-    refused = cli("import", path, "--yes")
-    assert refused.exit_code == 3
-    assert refused.stderr == (
-        f"Error: There is no program named 'Pilates' (line 2 of {path}); nothing was added. "
-        "Check the name, or pass --create-programs to create it.\n"
+def test_import_creates_a_new_program_once_for_all_its_rows(cli, practice, engine, tmp_path):
+    path = write(
+        tmp_path / "new.csv",
+        "email,first_name,last_name,program\nh@x.org,H,I,Pilates\nj@x.org,J,K,pilates\n",
     )
-    assert snapshot(engine) == before
-    assert cli("import", path, "--create-programs", "--yes").exit_code == 0
-    assert records(cli("list", "--program", "Pilates", "--format", "json").stdout)[0]["id"] == 6
+    run = cli("import", path, "--yes")
+    assert run.exit_code == 0, run.stderr
+    assert run.stdout.count("Created the program 'Pilates'.") == 1
+    enrolled = records(cli("list", "--program", "Pilates", "--format", "json").stdout)
+    assert [(c["id"], c["programs"]) for c in enrolled] == [(6, ["Pilates"]), (7, ["Pilates"])]
 
 
 @pytest.mark.parametrize(

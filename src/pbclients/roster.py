@@ -40,13 +40,16 @@ def add_clients(
     change: Change,
     *,
     dry_run: bool = False,
-    create_programs: bool = False,
 ) -> Batch:
-    """Add every client or none: refused on a duplicate e-mail or past the plan limit."""
+    """Add every client or none: refused on a duplicate e-mail or past the plan limit.
+
+    A program named in the input that does not exist yet is created (and reported in
+    `Batch.extra["new_programs"]`), so an import can start a new group program.
+    """
     with writing(engine) as session:
         _refuse_duplicates(session, new_clients)
         ensure_room(session, len(new_clients))
-        program_ids = _programs(session, new_clients, create=create_programs, dry_run=dry_run)
+        program_ids, new_programs = _programs(session, new_clients, dry_run=dry_run)
         if dry_run:
             session.rollback()
             return Batch(
@@ -56,6 +59,7 @@ def add_clients(
                     for c in new_clients
                 ],
                 dry_run=True,
+                extra={"new_programs": new_programs},
             )
         rows = [
             {
@@ -100,7 +104,7 @@ def add_clients(
         ChangeResult(c.email, client_id, c.email, None, Status.ACTIVE.value, Outcome.CHANGED)
         for client_id, c in zip(ids, new_clients, strict=True)
     ]
-    return Batch("add", results, batch_id=batch_id)
+    return Batch("add", results, batch_id=batch_id, extra={"new_programs": new_programs})
 
 
 def _refuse_duplicates(session: Session, new_clients: Sequence[NewClient]) -> None:
@@ -131,29 +135,23 @@ def _refuse_duplicates(session: Session, new_clients: Sequence[NewClient]) -> No
 
 
 def _programs(
-    session: Session, new_clients: Sequence[NewClient], *, create: bool, dry_run: bool = False
-) -> dict[str, int]:
-    wanted = {c.program.casefold(): c for c in new_clients if c.program}
+    session: Session, new_clients: Sequence[NewClient], *, dry_run: bool
+) -> tuple[dict[str, int], list[str]]:
+    """Program ids by case-folded name, creating the missing ones unless this is a dry run."""
     known = {
         name.casefold(): int(program_id or 0)
         for program_id, name in session.exec(select(Program.id, Program.name)).all()
     }
-    missing = [client for key, client in wanted.items() if key not in known]
-    if missing and not create:
-        first = missing[0]
-        where = f" ({first.where})" if first.where else ""
-        raise BadInput(
-            f"There is no program named '{first.program}'{where}; nothing was added. "
-            "Check the name, or pass --create-programs to create it."
-        )
-    # A dry run (and the preview before confirming) must accept what --create-programs
-    # would create, without creating it.
-    for client in [] if dry_run else missing:
-        program = Program(name=str(client.program))
+    missing: dict[str, str] = {}
+    for client in new_clients:
+        if client.program and client.program.casefold() not in known:
+            missing.setdefault(client.program.casefold(), client.program)
+    for key, name in [] if dry_run else missing.items():
+        program = Program(name=name)
         session.add(program)
         session.flush()
-        known[str(client.program).casefold()] = int(program.id or 0)
-    return known
+        known[key] = int(program.id or 0)
+    return known, list(missing.values())
 
 
 @dataclass(frozen=True)

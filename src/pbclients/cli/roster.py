@@ -30,12 +30,6 @@ if TYPE_CHECKING:
     from pbclients.cli.common import AppState
     from pbclients.roster import ClientDetail, ClientFilter, NewClient
 
-CreateProgramsOption = Annotated[
-    bool,
-    typer.Option(
-        "--create-programs", help="Create programs named in the input that do not exist yet."
-    ),
-]
 
 LIST_FIELDS = [
     "id", "email", "first_name", "last_name", "status", "programs",
@@ -111,7 +105,6 @@ def add(
     last_name: Annotated[str, typer.Option("--last-name", help="Last name.")],
     phone: Annotated[str | None, typer.Option("--phone", help="Phone number.")] = None,
     program: Annotated[str | None, typer.Option("--program", help="Enrol in this program.")] = None,
-    create_programs: CreateProgramsOption = False,
     yes: YesOption = False,
     dry_run: DryRunOption = False,
     reason: ReasonOption = None,
@@ -135,7 +128,7 @@ def add(
             (phone or "").strip() or None,
             (program or "").strip() or None,
         )
-        _add(app, [new], create_programs, yes, dry_run, reason, output, stdin_used=False)
+        _add(app, [new], yes, dry_run, reason, output, stdin_used=False)
 
 
 def import_clients(
@@ -148,7 +141,6 @@ def import_clients(
         ),
     ],
     encoding: EncodingOption = "utf-8",
-    create_programs: CreateProgramsOption = False,
     yes: YesOption = False,
     dry_run: DryRunOption = False,
     reason: ReasonOption = None,
@@ -180,7 +172,7 @@ def import_clients(
             )
             for r in rows
         ]
-        _add(app, new, create_programs, yes, dry_run, reason, output, stdin_used=file == "-")
+        _add(app, new, yes, dry_run, reason, output, stdin_used=file == "-")
 
 
 def _required(value: str, option: str) -> str:
@@ -194,7 +186,6 @@ def _required(value: str, option: str) -> str:
 def _add(
     app: AppState,
     new: list[NewClient],
-    create_programs: bool,
     yes: bool,
     dry_run: bool,
     reason: str | None,
@@ -210,23 +201,30 @@ def _add(
         err("The file has no client rows; nothing to add.")
         return
     change = app.change(reason)
-    preview = roster.add_clients(engine, new, change, dry_run=True, create_programs=create_programs)
+    preview = roster.add_clients(engine, new, change, dry_run=True)
     if not dry_run:
         with reading(engine) as session:
             usage = plan.usage(session)
         seats = (
             "" if usage.limit is None else f" ({usage.counted} of {usage.limit} plan seats used)"
         )
+        new_programs = "".join(
+            f"\n  Creates the program '{name}'." for name in preview.extra["new_programs"]
+        )
         confirm(
-            f"Add {plural(len(new), 'client')}{seats}? They get portal access.",
+            f"Add {plural(len(new), 'client')}{seats}? They get portal access.{new_programs}",
             yes=yes,
             stdin_used=stdin_used,
         )
-        batch = roster.add_clients(engine, new, change, create_programs=create_programs)
+        batch = roster.add_clients(engine, new, change)
         summary = f"Added {plural(batch.changing, 'client')} (batch {batch.batch_id})."
+        created = "Created"
     else:
         batch = preview
         summary = f"Dry run: would add {plural(batch.changing, 'client')}; nothing was written."
+        created = "Would create"
+    for name in batch.extra["new_programs"]:
+        summary += f" {created} the program '{name}'."
     render_batch(batch, output, summary)
 
 
