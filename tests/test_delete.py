@@ -296,6 +296,8 @@ def test_more_than_one_client_needs_the_number_typed(db_target, practice, engine
     assert "Delete 3 clients?" in prompt
     assert "purged permanently after 30 days (on 2026-12-26)" in prompt
     assert "This frees 3 plan seats." in prompt
+    assert "1 upcoming telehealth session leaves the calendar with them." in prompt
+    assert "1 active payment plan is theirs; cancel it in billing" in prompt
     assert set(statuses(engine).values()) == {"active"}
     code, _, rest = _run_on_pty(args, "3", b"Type 3 to confirm")
     assert code == 0, rest

@@ -6,6 +6,7 @@ Everything here runs a real process: imports, exit codes and stderr as a shell s
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -130,15 +131,18 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 def test_an_unexpected_error_is_one_line_exit_1_and_debug_shows_its_traceback(tmp_path):
-    junk = tmp_path / "junk.db"
-    junk.write_bytes(b"this is not a database, it is a shopping list\n" * 200)
-    run = pbclients("--db", str(junk), "list")
+    damaged = tmp_path / "damaged.db"
+    assert pbclients("--db", str(damaged), "init").returncode == 0
+    # A schema edited behind pbclients' back: nothing the tool can explain in advance.
+    with sqlite3.connect(damaged) as connection:
+        connection.execute("ALTER TABLE client RENAME COLUMN first_name TO given_name")
+    run = pbclients("--db", str(damaged), "list")
     assert run.returncode == 1
     assert run.stderr.decode() == (
-        "Unexpected error: DatabaseError: (sqlite3.DatabaseError) file is not a database. "
-        "Run the command again with --debug for details.\n"
+        "Unexpected error: OperationalError: (sqlite3.OperationalError) no such column: "
+        "client.first_name. Run the command again with --debug for details.\n"
     )
-    debug = pbclients("--debug", "--db", str(junk), "list")
+    debug = pbclients("--debug", "--db", str(damaged), "list")
     assert debug.returncode == 1
     assert b"Traceback (most recent call last):" in debug.stderr
 

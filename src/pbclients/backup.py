@@ -633,7 +633,10 @@ def verify_backup(
                 for row in rows:
                     if members.get(str(row.get("content_member"))) != row.get("content_sha256"):
                         raise _invalid(path, f"lacks the file of document {row.get('id')}")
-    sha256 = _file_sha256(path)
+    try:
+        sha256 = _file_sha256(path)
+    except OSError as error:
+        raise _invalid(path, f"cannot be read again ({error.strerror or error})") from None
     if expected_sha256 is not None and sha256 != expected_sha256:
         raise _invalid(path, "changed on disk after it was written (its SHA-256 differs)")
     if expected_counts is not None:

@@ -196,6 +196,19 @@ def delete(
             f"(on {str(extra['purge_after'])[:10]}); until then `pbclients undo` brings them back.",
             f"This frees {plural(extra['seats_freed'], 'plan seat')}.",
         ]
+        consequences = preview.consequences
+        if consequences and consequences.upcoming_telehealth:
+            sessions = consequences.upcoming_telehealth
+            lines.append(
+                f"{plural(sessions, 'upcoming telehealth session')} "
+                f"{'leaves' if sessions == 1 else 'leave'} the calendar with them."
+            )
+        if consequences and consequences.active_payment_plans:
+            plans = consequences.active_payment_plans
+            lines.append(
+                f"{plural(plans, 'active payment plan')} {'is' if plans == 1 else 'are'} theirs; "
+                f"cancel {'it' if plans == 1 else 'them'} in billing if they should stop charging."
+            )
         question = f"Delete {plural(count, 'client')}?\n  " + "\n  ".join(lines)
         confirm(question, yes=yes, stdin_used=stdin_used, typed=count if count > 1 else None)
         with progress(count, "Writing backups") as on_progress:
