@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -28,11 +28,20 @@ class ChangeResult:
     note: str | None = None
 
     def as_record(self, batch_id: str | None) -> dict[str, Any]:
-        record = asdict(self)
-        record["id"] = record.pop("client_id")
-        record["outcome"] = self.outcome.value
-        record["batch"] = batch_id
-        return record
+        # Spelled out rather than dataclasses.asdict: that deep-copies every field and
+        # costs seconds on a 100,000-client batch.
+        return {
+            "reference": self.reference,
+            "id": self.client_id,
+            "email": self.email,
+            "before": self.before,
+            "after": self.after,
+            "outcome": self.outcome.value,
+            "backup": self.backup,
+            "sha256": self.sha256,
+            "note": self.note,
+            "batch": batch_id,
+        }
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,16 @@ def console() -> Console:
 
 
 def print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
-    sys.stdout.write("\n")
+    # Joined into large writes: stdout may be unbuffered (PYTHONUNBUFFERED), and a
+    # write per token costs seconds on 100,000 results; one string would cost memory.
+    pending: list[str] = []
+    for chunk in json.JSONEncoder(indent=2, ensure_ascii=False).iterencode(data):
+        pending.append(chunk)
+        if len(pending) >= 8192:
+            sys.stdout.write("".join(pending))
+            pending.clear()
+    pending.append("\n")
+    sys.stdout.write("".join(pending))
 
 
 def print_csv(records: Iterable[dict[str, Any]], fields: Sequence[str]) -> None:
