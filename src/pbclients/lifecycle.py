@@ -7,7 +7,7 @@ archiving, and reactivation restores exactly what was there.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy import Engine, distinct, func, update
@@ -34,13 +34,14 @@ class Change:
 
 
 _ACTION = {Status.ACTIVE: "activate", Status.DEACTIVATED: "deactivate"}
+_TARGET = {action: status for status, action in _ACTION.items()}
 
 
 def preview_status(engine: Engine, selection: Selection, target: Status) -> Batch:
     """What `set_status` would do, with the consequences to confirm; writes nothing."""
     with reading(engine) as session:
         resolved = resolve(session, selection)
-        results = _plan(resolved, target, Outcome.PLANNED)
+        results = _plan(resolved, target)
         changing = [r.client_id for r in results if r.outcome is Outcome.PLANNED and r.client_id]
         return Batch(
             _ACTION[target],
@@ -59,17 +60,39 @@ def set_status(
     on_progress: ProgressCallback | None = None,
 ) -> Batch:
     """Activate or deactivate every selected client in one transaction with its audit events."""
+    planned = preview_status(engine, selection, target)
+    return apply_status(engine, planned, change, on_progress=on_progress)
+
+
+def apply_status(
+    engine: Engine,
+    planned: Batch,
+    change: Change,
+    *,
+    on_progress: ProgressCallback | None = None,
+) -> Batch:
+    """Carry out a preview the admin confirmed, without resolving the references again.
+
+    Each UPDATE is guarded by the status the preview saw, so a client changed in
+    between (by another admin, undo or purge) stops the whole batch (exit 5)
+    rather than being overwritten.
+    """
+    target = _TARGET[planned.action]
+    by_status: dict[str, list[int]] = {}
+    for result in planned.results:
+        if result.outcome is Outcome.PLANNED and result.client_id is not None:
+            by_status.setdefault(str(result.before), []).append(result.client_id)
+    results = [
+        replace(r, outcome=Outcome.CHANGED) if r.outcome is Outcome.PLANNED else r
+        for r in planned.results
+    ]
+    if not by_status:
+        return Batch(planned.action, results)
     batch_id = audit.new_batch_id()
     with writing(engine) as session:
-        resolved = resolve(session, selection)
-        results = _plan(resolved, target, Outcome.CHANGED)
-        by_status: dict[Status, list[int]] = {}
-        for result in results:
-            if result.outcome is Outcome.CHANGED and result.client_id is not None:
-                by_status.setdefault(Status(str(result.before)), []).append(result.client_id)
         done = 0
         for before, ids in by_status.items():
-            _update_status(session, ids, before, target, change.at)
+            _update_status(session, ids, Status(before), target, change.at)
             done += len(ids)
             if on_progress:
                 on_progress(done, len(results))
@@ -77,7 +100,7 @@ def set_status(
         audit.append(
             session,
             (
-                audit.NewEvent(_ACTION[target], r.client_id, r.before, r.after)
+                audit.NewEvent(planned.action, r.client_id, r.before, r.after)
                 for r in results
                 if r.outcome is Outcome.CHANGED
             ),
@@ -86,15 +109,14 @@ def set_status(
             reason=change.reason,
             at=change.at,
         )
-    changed = any(r.outcome is Outcome.CHANGED for r in results)
-    return Batch(_ACTION[target], results, batch_id=batch_id if changed else None)
+    return Batch(planned.action, results, batch_id=batch_id)
 
 
 # Enum .value is a descriptor call; at 100,000 clients a dict lookup is measurably cheaper.
 _VALUES = {status: status.value for status in Status}
 
 
-def _plan(resolved: Resolved, target: Status, outcome: Outcome) -> list[ChangeResult]:
+def _plan(resolved: Resolved, target: Status) -> list[ChangeResult]:
     results = []
     for client in resolved.clients:
         if client.status is Status.DELETED:
@@ -111,7 +133,7 @@ def _plan(resolved: Resolved, target: Status, outcome: Outcome) -> list[ChangeRe
                 client.email,
                 _VALUES[client.status],
                 _VALUES[target],
-                Outcome.UNCHANGED if same else outcome,
+                Outcome.UNCHANGED if same else Outcome.PLANNED,
             )
         )
     results.extend(

@@ -125,8 +125,8 @@ def _change_status(
         )
         confirm(question, yes=yes, stdin_used=stdin_used)
         with progress(preview.changing, "Applying") as on_progress:
-            batch = lifecycle.set_status(
-                engine, selection, target, app.change(reason), on_progress=on_progress
+            batch = lifecycle.apply_status(
+                engine, preview, app.change(reason), on_progress=on_progress
             )
         _render(batch, output, verb, dry_run=False)
 

@@ -8,7 +8,7 @@ import typer
 
 from pbclients.cli.common import confirm, reporting
 from pbclients.cli.options import FormatOption, OutputFormat, ReasonOption, YesOption
-from pbclients.cli.output import console, print_csv, print_json
+from pbclients.cli.output import console, print_csv, print_json, print_json_array
 from pbclients.errors import ExitCode, UsageError
 
 AUDIT_FIELDS = [
@@ -159,7 +159,7 @@ def audit(
             for e in events
         ]  # fmt: skip
         if output is OutputFormat.JSON:
-            print_json(records)
+            print_json_array(records)
         elif output is OutputFormat.CSV:
             print_csv(records, AUDIT_FIELDS)
         else:

@@ -28,15 +28,26 @@ def console() -> Console:
 
 
 def print_json(data: Any) -> None:
-    # Joined into large writes: stdout may be unbuffered (PYTHONUNBUFFERED), and a
-    # write per token costs seconds on 100,000 results; one string would cost memory.
-    pending: list[str] = []
-    for chunk in json.JSONEncoder(indent=2, ensure_ascii=False).iterencode(data):
-        pending.append(chunk)
-        if len(pending) >= 8192:
+    """One JSON object, indented for people reading it."""
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def print_json_array(records: Iterable[Any]) -> None:
+    """A JSON array, one record a line, streamed as the records come.
+
+    `list` may return a million clients: neither the records nor the text are held
+    whole, and writes are batched because stdout may be unbuffered.
+    """
+    encode = json.JSONEncoder(ensure_ascii=False).encode  # the C encoder: no indent
+    pending = ["["]
+    separator = "\n  "
+    for record in records:
+        pending.append(separator + encode(record))
+        separator = ",\n  "
+        if len(pending) >= 2048:
             sys.stdout.write("".join(pending))
             pending.clear()
-    pending.append("\n")
+    pending.append("\n]\n" if separator == ",\n  " else "]\n")
     sys.stdout.write("".join(pending))
 
 
@@ -62,7 +73,7 @@ def render_batch(batch: Batch, output: OutputFormat, summary: str) -> None:
     if any(result.backup for result in batch.results):
         fields += ["backup", "sha256"]
     if output is OutputFormat.JSON:
-        print_json(records)
+        print_json_array(records)
         return
     if output is OutputFormat.CSV:
         print_csv(records, fields)

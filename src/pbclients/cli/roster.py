@@ -19,7 +19,15 @@ from pbclients.cli.options import (
     StatusFilter,
     YesOption,
 )
-from pbclients.cli.output import TABLE_ROWS, console, plural, print_csv, print_json, render_batch
+from pbclients.cli.output import (
+    TABLE_ROWS,
+    console,
+    plural,
+    print_csv,
+    print_json,
+    print_json_array,
+    render_batch,
+)
 from pbclients.policy import DESCRIPTIONS, Capability, Status
 
 if TYPE_CHECKING:
@@ -273,7 +281,7 @@ def list_clients(
                 for client in roster.iter_clients(session, where):
                     sys.stdout.write(f"{client.id}\n")
             elif output is ListFormat.JSON:
-                print_json([c.as_record(now) for c in roster.iter_clients(session, where)])
+                print_json_array(c.as_record(now) for c in roster.iter_clients(session, where))
             elif output is ListFormat.CSV:
                 print_csv(
                     (c.as_record(now) for c in roster.iter_clients(session, where)), LIST_FIELDS
