@@ -229,6 +229,7 @@ def delete_clients(
                     col(Client.status).in_([Status.ACTIVE.value, Status.DEACTIVATED.value]),
                 )
                 .values(status=Status.DELETED.value, deleted_at=change.at, purge_after=purge_after)
+                .execution_options(synchronize_session=False)
             ),
         ).rowcount
         if changed != len(backups):

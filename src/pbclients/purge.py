@@ -182,7 +182,9 @@ def _purge_chunk(
             session.execute(delete(model).where(model.client_id.in_(in_chunk)))  # type: ignore[attr-defined]
         faults.checkpoint("purge.records-deleted")
         removed = session.execute(
-            delete(Client).where(col(Client.id).in_(in_chunk), *_is_due(change.at))
+            delete(Client)
+            .where(col(Client.id).in_(in_chunk), *_is_due(change.at))
+            .execution_options(synchronize_session=False)
         )
         if removed.rowcount != len(ids):  # type: ignore[attr-defined]
             raise DatabaseBusy(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import Row, func
 from sqlmodel import Session, col, select
@@ -35,8 +35,9 @@ class Selection:
         return not self.references and self.program is None
 
 
-@dataclass(frozen=True)
-class Selected:
+class Selected(NamedTuple):
+    """One resolved client (a tuple: a bulk command makes 100,000 of them)."""
+
     reference: str
     client_id: int
     email: str
@@ -54,9 +55,9 @@ def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
-def reference_key(text: str) -> str:
+def reference_key(text: str) -> int | str:
     """IDs and e-mails compare as the tool compares them: `007` is 7, e-mail case is ignored."""
-    return str(int(text)) if is_client_id(text) else text.casefold()
+    return int(text) if is_client_id(text) else text.casefold()
 
 
 def is_client_id(text: str) -> bool:
@@ -77,27 +78,26 @@ def resolve(session: Session, selection: Selection) -> Resolved:
             "Name the clients to change: IDs or e-mails, --csv FILE, --ids-from FILE "
             "or --program NAME."
         )
-    unique: dict[str, Reference] = {}
+    # Keyed by int for IDs and by casefolded text for e-mails, so the two never collide.
+    unique: dict[int | str, Reference] = {}
     for reference in selection.references:
         unique.setdefault(reference_key(reference.text), reference)
 
-    # Sorted once into IDs and e-mails: per-reference work counts at 100,000 references.
-    id_keys = {key: int(key) for key in unique if is_client_id(key)}
-    by_id = _rows_by_id(session, list(id_keys.values()))
-    by_email = _rows_by_email(session, [key for key in unique if key not in id_keys])
+    by_id = _rows_by_id(session, [key for key in unique if isinstance(key, int)])
+    by_email = _rows_by_email(session, [key for key in unique if isinstance(key, str)])
 
     resolved = Resolved()
     seen_ids: set[int] = set()
     unknown: list[Reference] = []
     for key, reference in unique.items():
-        client_id = id_keys.get(key)
-        row = by_id.get(client_id) if client_id is not None else by_email.get(key)
+        row = by_id.get(key) if isinstance(key, int) else by_email.get(key)
         if row is None:
             unknown.append(reference)
         elif row.id not in seen_ids:
             seen_ids.add(row.id)
-            status = _status(row.status)
-            resolved.clients.append(Selected(reference.text, row.id, row.email, status))
+            resolved.clients.append(
+                Selected(reference.text, row.id, row.email, _status(row.status))
+            )
     if selection.program is not None:
         for row in _rows_in_program(session, selection.program):
             if row.id not in seen_ids:

@@ -211,6 +211,7 @@ def _move(session: Session, ids: list[int], before: Status, after: Status, at: d
         update(Client)
         .where(col(Client.id).in_(select(selected.c.id)), col(Client.status) == before.value)
         .values(**values)
+        .execution_options(synchronize_session=False)
     )
     # The status guard makes a concurrent change visible instead of silently overwriting it.
     if session.execute(statement).rowcount != len(ids):  # type: ignore[attr-defined]

@@ -114,7 +114,9 @@ def _change_status(
         )
         engine = app.engine()
         verb = "activate" if target is Status.ACTIVE else "deactivate"
-        preview = lifecycle.preview_status(engine, selection, target)
+        # The consequences are only for the confirmation prompt.
+        asks = not (yes or dry_run)
+        preview = lifecycle.preview_status(engine, selection, target, with_consequences=asks)
         if dry_run or preview.changing == 0:
             # Nothing to change is not a dry run: say so ("Nothing to deactivate ...").
             _render(preview, output, verb, dry_run=dry_run)
