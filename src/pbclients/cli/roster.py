@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -92,7 +93,7 @@ def demo(
             f"{summary.clients} clients ({summary.deactivated} deactivated) in "
             f"{summary.programs} programs, with appointments, journals, notes, messages and files."
         )
-        db_arg = f"--db {target}"
+        db_arg = f"--db {shlex.quote(target)}"
         out.print("Try next:")
         for line in (
             f"pbclients {db_arg} list",
@@ -101,7 +102,7 @@ def demo(
             f"pbclients {db_arg} plan",
             f"pbclients {db_arg} audit",
         ):
-            out.print(f"  {line}")
+            out.print(f"  {line}", soft_wrap=True)  # whole lines, to copy and paste
 
 
 def add(
