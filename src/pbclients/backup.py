@@ -37,7 +37,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import Engine, Table, func, literal, select, union_all
+from sqlalchemy import Engine, LargeBinary, Table, func, literal, select, union_all
 from sqlmodel import Session, SQLModel
 
 from pbclients import __version__, audit, clock, faults
@@ -432,10 +432,7 @@ def _write_manifest(
 
 
 def _is_binary(column: Any) -> bool:
-    try:
-        return column.type.python_type is bytes
-    except NotImplementedError:
-        return False
+    return isinstance(column.type, LargeBinary)
 
 
 def _write_document(
