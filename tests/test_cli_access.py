@@ -483,11 +483,11 @@ USAGE_ERRORS = {
     "no-selection-dry-run": (["activate", "--dry-run"], NO_SELECTION),
     "column-without-csv": (
         ["deactivate", "1", "--column", "id", "--yes"],
-        "Error: --column only applies to --csv FILE.\n",
+        "Error: --column only applies to --csv FILE; add --csv or drop --column.\n",
     ),
     "two-stdins": (
         ["deactivate", "--csv", "-", "--ids-from", "-", "--yes"],
-        "Error: Only one of --csv and --ids-from can read standard input.\n",
+        "Error: Only one of --csv and --ids-from can read standard input; give the other a file.\n",
     ),
     "missing-file": (
         ["deactivate", "--csv", "/nonexistent/ended.csv", "--yes"],

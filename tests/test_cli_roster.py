@@ -259,7 +259,7 @@ def test_add_matches_an_existing_program_case_insensitively(cli, practice, engin
         ),
         (
             ["--email", "x@example.org", "--first-name", "  ", "--last-name", "S"],
-            "Error: --first-name cannot be empty.\n",
+            "Error: --first-name cannot be empty; give the client's first name.\n",
         ),
     ],
     ids=["existing-email", "bad-email", "empty-name"],

@@ -141,6 +141,10 @@ def test_already_deleted_is_unchanged_and_gets_no_new_backup(cli, practice, tmp_
     assert result.exit_code == 0, result.stderr
     assert outcomes(result.stdout) == [("4", 4, "deleted", "deleted", "unchanged")]
     assert len(backup_files(folder)) == 1
+    # Nothing to do is said as such, not as a dry run.
+    result = cli("delete", "4", "--backup-dir", str(folder), "--yes")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "Nothing to delete (1 already deleted)."
 
 
 def test_dry_run_writes_no_backup_and_changes_nothing(cli, practice, engine, tmp_path):

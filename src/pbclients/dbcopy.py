@@ -21,7 +21,7 @@ from sqlmodel import SQLModel
 from pbclients import faults, models  # noqa: F401  (models registers the tables)
 from pbclients.db import _WRITE, _is_busy, database_exists, make_engine, translate_busy
 from pbclients.errors import BadInput, PbClientsError, UsageError
-from pbclients.paths import is_url
+from pbclients.paths import is_url, shown
 from pbclients.schema import head_revision, require_schema, upgrade_connection
 
 BATCH_ROWS = 2000
@@ -69,15 +69,6 @@ class CopyReport:
 def tables() -> list[Table]:
     """Every pbclients table, parents before the tables that refer to them."""
     return list(SQLModel.metadata.sorted_tables)
-
-
-def shown(target: str) -> str:
-    """A database as it may be printed: a URL's password is masked."""
-    if not is_url(target):
-        return target
-    from sqlalchemy.engine import make_url
-
-    return make_url(target).render_as_string(hide_password=True)
 
 
 def describe(engine: Engine) -> str:

@@ -28,7 +28,7 @@ from pbclients.models import (
     Protocol,
     SessionNote,
 )
-from pbclients.paths import is_url
+from pbclients.paths import is_url, shown
 from pbclients.policy import Status
 from pbclients.schema import init_schema
 
@@ -345,6 +345,6 @@ def _refuse_real_practice(engine: Engine, target: str) -> None:
         has_clients = session.exec(select(func.count()).select_from(Client)).one() > 0
         if has_clients and not settings.is_demo(session):
             raise BadInput(
-                f"{target} holds a real practice, not a demo; nothing was changed. "
+                f"{shown(target)} holds a real practice, not a demo; nothing was changed. "
                 "Give demo another --db path."
             )

@@ -43,6 +43,15 @@ def is_url(target: str) -> bool:
     return "://" in target
 
 
+def shown(target: str) -> str:
+    """A database as it may be printed: a URL's password is masked."""
+    if not is_url(target):
+        return target
+    from sqlalchemy.engine import make_url
+
+    return make_url(target).render_as_string(hide_password=True)
+
+
 def make_private_dir(path: Path) -> None:
     """Create a folder (and any missing parents) readable by the owner only.
 

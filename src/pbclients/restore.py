@@ -37,6 +37,7 @@ from pbclients.plan import ensure_room
 from pbclients.policy import Status
 from pbclients.purge import PURGED
 from pbclients.results import Batch, ChangeResult, Outcome
+from pbclients.selection import live_email_owners
 
 
 @dataclass(frozen=True)
@@ -140,16 +141,10 @@ def _plan_restore(session: Session, manifest: Manifest, profile: dict[str, Any])
     )
     if existing is not None and same and existing.status != Status.DELETED.value:
         return _RestorePlan(backup_id, backup_id, email, PURGED, True, existing.status)
-    client_table = table_of(Client)
-    owner = session.execute(
-        select(client_table.c.id).where(
-            client_table.c.email_key == email_key,
-            client_table.c.status != Status.DELETED.value,
-        )
-    ).first()
+    owner = live_email_owners(session, [email_key]).get(email_key)
     if owner is not None:
         raise BadInput(
-            f"The backup's e-mail {email} now belongs to client {owner[0]}; nothing was "
+            f"The backup's e-mail {email} now belongs to client {owner}; nothing was "
             "restored. Change or delete that client first, or keep both by hand."
         )
     ensure_room(session, 1, verb="Restoring")

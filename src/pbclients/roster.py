@@ -19,7 +19,7 @@ from pbclients.models import RECORD_MODELS, Appointment, Client, Enrolment, Prog
 from pbclients.plan import ensure_room
 from pbclients.policy import Status
 from pbclients.results import Batch, ChangeResult, Outcome
-from pbclients.selection import chunks, find_program, is_client_id
+from pbclients.selection import chunks, find_program, is_client_id, live_email_owners
 
 PAGE = 2_000
 
@@ -117,19 +117,12 @@ def _refuse_duplicates(session: Session, new_clients: Sequence[NewClient]) -> No
                 "nothing was added. Keep one row per client."
             )
         first_seen[key] = client
-    keys = list(first_seen)
-    for chunk in chunks(keys):
-        taken = session.exec(
-            select(Client.id, Client.email_key).where(
-                col(Client.email_key).in_(chunk), Client.status != Status.DELETED
-            )
-        ).first()
-        if taken:
-            taken_id, taken_key = taken
-            client = first_seen[taken_key]
+    owners = live_email_owners(session, list(first_seen))
+    for key, client in first_seen.items():
+        if key in owners:
             where = f" ({client.where})" if client.where else ""
             raise BadInput(
-                f"'{client.email}'{where} is already client {taken_id}; nothing was added. "
+                f"'{client.email}'{where} is already client {owners[key]}; nothing was added. "
                 "Remove it from the input, or use `pbclients show` to look at the existing client."
             )
 
@@ -154,9 +147,12 @@ def _programs(
     return known, list(missing.values())
 
 
+LISTED_BY_DEFAULT = tuple(status for status in Status if policy.listed_by_default(status))
+
+
 @dataclass(frozen=True)
 class ClientFilter:
-    statuses: tuple[Status, ...] = (Status.ACTIVE, Status.DEACTIVATED)
+    statuses: tuple[Status, ...] = LISTED_BY_DEFAULT
     search: str | None = None
     program: str | None = None
     limit: int | None = None

@@ -55,6 +55,19 @@ def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
+def live_email_owners(session: Session, email_keys: Sequence[str]) -> dict[str, int]:
+    """Which visible (not deleted) client holds each of these case-folded e-mails."""
+    owners: dict[str, int] = {}
+    for chunk in chunks(sorted(set(email_keys))):
+        query = select(Client.id, Client.email_key).where(
+            col(Client.email_key).in_(chunk), Client.status != Status.DELETED.value
+        )
+        for client_id, key in session.exec(query):
+            if client_id is not None:
+                owners[key] = client_id
+    return owners
+
+
 def reference_key(text: str) -> int | str:
     """IDs and e-mails compare as the tool compares them: `007` is 7, e-mail case is ignored."""
     return int(text) if is_client_id(text) else text.casefold()

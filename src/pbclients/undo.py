@@ -37,7 +37,7 @@ from pbclients.models import AuditEvent, Client
 from pbclients.plan import ensure_room
 from pbclients.policy import Status
 from pbclients.results import Batch, ChangeResult, Outcome
-from pbclients.selection import chunks
+from pbclients.selection import live_email_owners
 
 UNDOABLE = ("activate", "deactivate", "delete")
 # The action recorded for reverting each undoable action.
@@ -185,17 +185,8 @@ def _live_email_owners(
     """For undoing a delete: which visible client now holds each deleted client's e-mail."""
     if action != "delete":
         return {}
-    keys = sorted({row.email_key for row in current.values() if row.status == Status.DELETED})
-    owners: dict[str, int] = {}
-    for chunk in chunks(keys):
-        query = select(Client.id, Client.email_key).where(
-            col(Client.email_key).in_(chunk),
-            Client.status != Status.DELETED.value,
-        )
-        for client_id, key in session.exec(query):
-            if client_id is not None:
-                owners[key] = client_id
-    return owners
+    keys = [row.email_key for row in current.values() if row.status == Status.DELETED]
+    return live_email_owners(session, keys)
 
 
 def _move(session: Session, ids: list[int], before: Status, after: Status, at: datetime) -> None:

@@ -45,9 +45,11 @@ def build_selection(
     from pbclients.selection import Selection
 
     if csv_file == "-" and ids_from == "-":
-        raise UsageError("Only one of --csv and --ids-from can read standard input.")
+        raise UsageError(
+            "Only one of --csv and --ids-from can read standard input; give the other a file."
+        )
     if column and not csv_file:
-        raise UsageError("--column only applies to --csv FILE.")
+        raise UsageError("--column only applies to --csv FILE; add --csv or drop --column.")
     references = [Reference(text.strip(), "argument", None) for text in clients or []]
     if csv_file:
         references += read_reference_csv(

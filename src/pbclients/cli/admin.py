@@ -135,13 +135,14 @@ def audit(
         from pbclients.clock import iso, parse_moment
         from pbclients.db import reading
         from pbclients.roster import find_client
+        from pbclients.selection import is_client_id
 
         with reading(app.engine()) as session:
             client_id = None
             if client is not None:
-                client_id = (
-                    int(client) if client.strip().isdigit() else find_client(session, client).id
-                )
+                # A bare ID need not exist any more: a purged client's events stay in the trail.
+                text = client.strip()
+                client_id = int(text) if is_client_id(text) else find_client(session, text).id
             events = trail.events(
                 session,
                 client_id=client_id,
@@ -215,7 +216,7 @@ def paths(ctx: typer.Context) -> None:
         from pbclients import paths as where
 
         out = console()
-        out.print(f"database: {app.db}")
+        out.print(f"database: {where.shown(app.db)}")
         out.print(f"demo database: {where.demo_db()}")
         out.print(f"backups: {where.default_backup_dir()}")
         out.print(f"purge log: {where.purge_log()}")

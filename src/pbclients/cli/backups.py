@@ -186,7 +186,7 @@ def delete(
         folder = _folder(backup_dir)
         preview = deletion.preview_delete(engine, selection, cutoff, backup_dir=folder)
         if dry_run or preview.changing == 0:
-            _render_delete(preview, output, dry_run=True)
+            _render_delete(preview, output, dry_run=dry_run)
             return
         count = preview.changing
         extra = preview.extra

@@ -156,7 +156,10 @@ def read_input(path: str) -> bytes:
     except IsADirectoryError:
         raise UsageError(f"{path} is a folder, not a file; give the file inside it.") from None
     except PermissionError:
-        raise UsageError(f"{path} cannot be read (permission denied).") from None
+        raise UsageError(
+            f"{path} cannot be read (permission denied); "
+            "check its permissions or copy it somewhere readable."
+        ) from None
 
 
 def source_name(path: str) -> str:

@@ -54,11 +54,12 @@ def init(ctx: typer.Context) -> None:
         pbclients --db /srv/practice/practice.db init
     """
     with reporting(ctx) as app:
+        from pbclients.paths import shown
         from pbclients.schema import init_schema
 
         engine = app.engine(create=True)
         init_schema(engine)
-        console().print(f"Practice database ready: {app.db}")
+        console().print(f"Practice database ready: {shown(app.db)}")
 
 
 def demo(
@@ -81,19 +82,19 @@ def demo(
     """
     with reporting(ctx) as app:
         from pbclients import demo as demo_practice
-        from pbclients.paths import demo_db, is_url
+        from pbclients.paths import demo_db, is_url, shown
 
         target = app.db_option or demo_db()
         if not is_url(target):
             target = str(Path(target).expanduser().resolve())
         summary = demo_practice.build(target, clients=clients, seed=seed, actor=app.actor)
         out = console()
-        out.print(f"Demo practice ready: {target}")
+        out.print(f"Demo practice ready: {shown(target)}")
         out.print(
             f"{summary.clients} clients ({summary.deactivated} deactivated) in "
             f"{summary.programs} programs, with appointments, journals, notes, messages and files."
         )
-        db_arg = f"--db {shlex.quote(target)}"
+        db_arg = f"--db {shlex.quote(shown(target))}"
         out.print("Try next:")
         for line in (
             f"pbclients {db_arg} list",
@@ -188,7 +189,8 @@ def _required(value: str, option: str) -> str:
     from pbclients.errors import BadInput
 
     if not value.strip():
-        raise BadInput(f"{option} cannot be empty.")
+        field = option.removeprefix("--").replace("-", " ")
+        raise BadInput(f"{option} cannot be empty; give the client's {field}.")
     return value.strip()
 
 
@@ -272,7 +274,7 @@ def list_clients(
         from pbclients.db import reading
 
         statuses = {
-            None: (Status.ACTIVE, Status.DEACTIVATED),
+            None: roster.LISTED_BY_DEFAULT,
             StatusFilter.ALL: tuple(Status),
         }.get(status) or (Status(status.value),)  # type: ignore[union-attr]
         where = roster.ClientFilter(statuses, search, program, limit)
@@ -339,7 +341,7 @@ def show(
     ctx: typer.Context,
     client: Annotated[str, typer.Argument(help="Client ID or e-mail.")],
     output: Annotated[
-        OutputFormat, typer.Option("--format", "-f", help="table or json.")
+        OutputFormat, typer.Option("--format", "-f", help="table, json or csv.")
     ] = OutputFormat.TABLE,
 ) -> None:
     """Show one client: state, what they can do in it, appointments, programs, records.
