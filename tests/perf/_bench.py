@@ -17,8 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -307,6 +307,104 @@ def pg_vacuum(url: str) -> None:
 
     with psycopg.connect(url, autocommit=True) as con:
         con.execute("VACUUM ANALYZE")
+
+
+# --- one side-by-side comparison -----------------------------------------------------------
+
+
+@dataclass
+class Comparison:
+    """Tool and baseline runs on fresh copies of one prepared database, alternating.
+
+    `prepared` is a SQLite path, or for PostgreSQL the name of a template database on
+    `admin_url`; every database made here is listed in `databases` for `cleanup`.
+    """
+
+    engine: str
+    work: Path
+    admin_url: str
+    prefix: str
+    env: dict[str, str]
+    prepared: str = ""
+    databases: list[str] = field(default_factory=list)
+    tool_runs: list[Measured] = field(default_factory=list)
+    base_runs: list[Measured] = field(default_factory=list)
+    tool_db: str = ""
+    base_db: str = ""
+
+    def prepare(self) -> str:
+        """An empty database with pbclients' schema to fill; returns its path or URL."""
+        if self.engine == "sqlite":
+            self.prepared = str(self.work / "prepared.db")
+            init_schema(self.prepared, self.env)
+            return self.prepared
+        self.prepared = f"{self.prefix}_prep"
+        self.databases.append(self.prepared)
+        url = pg_create(self.admin_url, self.prepared)
+        init_schema(url, self.env)
+        return url
+
+    def fresh(self, label: str) -> str:
+        if self.engine == "sqlite":
+            target = self.work / f"{label}{len(self.tool_runs)}.db"
+            copy_sqlite(Path(self.prepared), target)
+            return str(target)
+        name = f"{self.prefix}_{label}{len(self.tool_runs)}"
+        self.databases.append(name)
+        return pg_create(self.admin_url, name, template=self.prepared)
+
+    def run(
+        self,
+        repeat: int,
+        tool: Callable[[str], list[str]],
+        baseline: Callable[[str], list[str]],
+        *,
+        tool_stdout: Any = subprocess.DEVNULL,
+    ) -> None:
+        for n in range(repeat):
+            self.tool_db = self.fresh("tool")
+            measured = run_measured(tool(self.tool_db), env=self.env, stdout=tool_stdout)
+            check(measured, "pbclients")
+            self.base_db = self.fresh("base")
+            baseline_measured = run_measured(baseline(self.base_db), env=self.env)
+            check(baseline_measured, "baseline")
+            self.tool_runs.append(measured)
+            self.base_runs.append(baseline_measured)
+            print(
+                f"run {n + 1}: tool {measured.seconds:.2f} s, "
+                f"baseline {baseline_measured.seconds:.2f} s ({load()})"
+            )
+
+    def verify_trails(self) -> None:
+        for db in (self.tool_db, self.base_db):
+            check(run_measured(pbclients("--db", db, "audit", "verify"), env=self.env), db)
+        print("audit verify: both trails intact")
+
+    def report(self, command: str) -> tuple[Measured, Measured]:
+        """Print the best runs side by side; returns them (tool, baseline)."""
+        tool = min(self.tool_runs, key=lambda m: m.seconds)
+        base = min(self.base_runs, key=lambda m: m.seconds)
+        print()
+        print(
+            table(
+                [
+                    ("", "wall (best)", "CPU", "peak RSS"),
+                    row(f"pbclients {command}", tool),
+                    row(f"raw {self.engine} baseline", base),
+                ]
+            )
+        )
+        print()
+        return tool, base
+
+    def cleanup(self, keep: bool) -> None:
+        if keep:
+            kept = f" and databases {', '.join(self.databases)}" if self.databases else ""
+            print(f"kept: {self.work}{kept}")
+            return
+        shutil.rmtree(self.work, ignore_errors=True)
+        if self.databases:
+            pg_drop(self.admin_url, *reversed(self.databases))
 
 
 # --- printing -------------------------------------------------------------------------------

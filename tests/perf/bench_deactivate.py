@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import csv
 import random
-import shutil
 import sqlite3
 import sys
 import tempfile
@@ -177,21 +176,15 @@ def main() -> None:
         return
 
     work = Path(tempfile.mkdtemp(prefix="pbbench-deactivate-"))
-    env = b.tool_env(work / "home")
     csv_path = work / "change.csv"
-    pg_names: list[str] = []
+    runs = b.Comparison(args.engine, work, args.url, "pbbench_deact", b.tool_env(work / "home"))
     print(f"machine: {b.machine()}; engine {args.engine}; work folder {work}")
     try:
         started = time.perf_counter()
+        prepared = runs.prepare()
         if args.engine == "sqlite":
-            prepared = str(work / "prepared.db")
-            b.init_schema(prepared, env)
             b.fill_sqlite(Path(prepared), args.clients)
         else:
-            prep_name = "pbbench_deact_prep"
-            pg_names.append(prep_name)
-            prepared = b.pg_create(args.url, prep_name)
-            b.init_schema(prepared, env)
             b.fill_postgres(prepared, args.clients)
             b.pg_vacuum(prepared)
         write_csv(csv_path, args.clients, args.change)
@@ -199,66 +192,21 @@ def main() -> None:
             f"prepared {args.clients:,} clients, CSV of {args.change:,} ids "
             f"in {time.perf_counter() - started:.1f} s"
         )
-
-        def fresh(label: str, n: int) -> str:
-            if args.engine == "sqlite":
-                target = work / f"{label}{n}.db"
-                b.copy_sqlite(Path(prepared), target)
-                return str(target)
-            name = f"pbbench_deact_{label}{n}"
-            pg_names.append(name)
-            return b.pg_create(args.url, name, template=prep_name)
-
-        tool_runs: list[b.Measured] = []
-        base_runs: list[b.Measured] = []
-        tool_db = base_db = ""
-        for n in range(args.repeat):
-            tool_db = fresh("tool", n)
-            measured = b.run_measured(
-                b.pbclients(
-                    "--db", tool_db, "deactivate", "--csv", str(csv_path), "--yes",
-                    "--format", "json",
-                ),
-                env=env,
-            )  # fmt: skip
-            b.check(measured, "pbclients deactivate")
-            tool_runs.append(measured)
-            base_db = fresh("base", n)
-            measured = b.run_measured(
-                [sys.executable, __file__, "--baseline-run", base_db, str(csv_path)], env=env
-            )
-            b.check(measured, "baseline")
-            base_runs.append(measured)
-            print(
-                f"run {n + 1}: tool {tool_runs[-1].seconds:.2f} s, "
-                f"baseline {base_runs[-1].seconds:.2f} s ({b.load()})"
-            )
-
-        tool_counts, base_counts = counts(tool_db, args.engine), counts(base_db, args.engine)
+        runs.run(
+            args.repeat,
+            lambda db: b.pbclients(
+                "--db", db, "deactivate", "--csv", str(csv_path), "--yes", "--format", "json"
+            ),
+            lambda db: [sys.executable, __file__, "--baseline-run", db, str(csv_path)],
+        )
+        tool_counts = counts(runs.tool_db, args.engine)
+        base_counts = counts(runs.base_db, args.engine)
         if tool_counts != base_counts:
             sys.exit(f"tool and baseline disagree: {tool_counts} vs {base_counts}")
         if args.verify:
-            for db in (tool_db, base_db):
-                b.check(
-                    b.run_measured(b.pbclients("--db", db, "audit", "verify"), env=env),
-                    f"audit verify {db}",
-                )
-            print("audit verify: both trails intact")
-
-        tool = min(tool_runs, key=lambda m: m.seconds)
-        base = min(base_runs, key=lambda m: m.seconds)
+            runs.verify_trails()
+        tool, base = runs.report("deactivate")
         ratio = tool.seconds / base.seconds
-        print()
-        print(
-            b.table(
-                [
-                    ("", "wall (best)", "CPU", "peak RSS"),
-                    b.row("pbclients deactivate", tool),
-                    b.row(f"raw {args.engine} baseline", base),
-                ]
-            )
-        )
-        print()
         print(
             f"clients {args.clients:,}, changed {tool_counts[0]:,}; "
             f"ratio tool/baseline {ratio:.2f}x wall, {tool.cpu_seconds / base.cpu_seconds:.2f}x "
@@ -267,12 +215,7 @@ def main() -> None:
             f"{'met' if tool.peak_mb < AIM_MB else 'NOT met'})"
         )
     finally:
-        if args.keep:
-            print(f"kept: {work}" + (f" and databases {', '.join(pg_names)}" if pg_names else ""))
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-            if pg_names:
-                b.pg_drop(args.url, *reversed(pg_names))
+        runs.cleanup(args.keep)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shutil
 import sqlite3
 import sys
 import tempfile
@@ -322,22 +321,16 @@ def main() -> None:
         return
 
     work = Path(tempfile.mkdtemp(prefix="pbbench-purge-"))
-    env = b.tool_env(work / "home")
-    pg_names: list[str] = []
+    runs = b.Comparison(args.engine, work, args.url, "pbbench_purge", b.tool_env(work / "home"))
     deleted = sorted(random.Random(3).sample(range(1, args.clients + 1), args.deleted))
     print(f"machine: {b.machine()}; engine {args.engine}; work folder {work}")
     try:
         started = time.perf_counter()
+        prepared = runs.prepare()
         if args.engine == "sqlite":
-            prepared = str(work / "prepared.db")
-            b.init_schema(prepared, env)
             b.fill_sqlite(Path(prepared), args.clients)
             prepare_sqlite(Path(prepared), deleted)
         else:
-            prep_name = "pbbench_purge_prep"
-            pg_names.append(prep_name)
-            prepared = b.pg_create(args.url, prep_name)
-            b.init_schema(prepared, env)
             b.fill_postgres(prepared, args.clients)
             prepare_postgres(prepared, deleted)
             b.pg_vacuum(prepared)
@@ -347,76 +340,28 @@ def main() -> None:
             f"{before[1] // 2 * 10 // max(1, args.deleted):,} records each "
             f"in {time.perf_counter() - started:.1f} s"
         )
-
-        def fresh(label: str, n: int) -> str:
-            if args.engine == "sqlite":
-                target = work / f"{label}{n}.db"
-                b.copy_sqlite(Path(prepared), target)
-                return str(target)
-            name = f"pbbench_purge_{label}{n}"
-            pg_names.append(name)
-            return b.pg_create(args.url, name, template=prep_name)
-
-        tool_runs: list[b.Measured] = []
-        base_runs: list[b.Measured] = []
-        tool_db = base_db = ""
-        for n in range(args.repeat):
-            tool_db = fresh("tool", n)
-            measured = b.run_measured(
-                b.pbclients("--db", tool_db, "purge", "--yes"), env=env, stdout=None
-            )
-            b.check(measured, "pbclients purge")
-            tool_runs.append(measured)
-            base_db = fresh("base", n)
-            measured = b.run_measured(
-                [sys.executable, __file__, "--baseline-run", base_db], env=env
-            )
-            b.check(measured, "baseline")
-            base_runs.append(measured)
-            print(
-                f"run {n + 1}: tool {tool_runs[-1].seconds:.2f} s, "
-                f"baseline {base_runs[-1].seconds:.2f} s ({b.load()})"
-            )
-
-        tool_counts, base_counts = counts(tool_db, args.engine), counts(base_db, args.engine)
+        runs.run(
+            args.repeat,
+            lambda db: b.pbclients("--db", db, "purge", "--yes"),
+            lambda db: [sys.executable, __file__, "--baseline-run", db],
+            tool_stdout=None,
+        )
+        tool_counts = counts(runs.tool_db, args.engine)
+        base_counts = counts(runs.base_db, args.engine)
         if tool_counts != base_counts or tool_counts[3] != args.deleted:
             sys.exit(f"tool and baseline disagree: {tool_counts} vs {base_counts}")
         if args.verify:
-            for db in (tool_db, base_db):
-                b.check(
-                    b.run_measured(b.pbclients("--db", db, "audit", "verify"), env=env),
-                    f"audit verify {db}",
-                )
-            print("audit verify: both trails intact")
-
-        tool = min(tool_runs, key=lambda m: m.seconds)
-        base = min(base_runs, key=lambda m: m.seconds)
-        ratio = tool.seconds / base.seconds
+            runs.verify_trails()
+        tool, base = runs.report("purge")
         records = before[1] // 2 * 10  # two journal entries of ten records per client
-        print()
-        print(
-            b.table(
-                [
-                    ("", "wall (best)", "CPU", "peak RSS"),
-                    b.row("pbclients purge", tool),
-                    b.row(f"raw {args.engine} baseline", base),
-                ]
-            )
-        )
-        print()
         print(
             f"clients {args.clients:,}, purged {args.deleted:,} with ~{records:,} records "
             f"({args.deleted / tool.seconds:,.0f} clients/s); ratio tool/baseline "
-            f"{ratio:.2f}x wall, {tool.cpu_seconds / base.cpu_seconds:.2f}x CPU; "
-            f"tool peak {tool.peak_mb:.0f} MB"
+            f"{tool.seconds / base.seconds:.2f}x wall, "
+            f"{tool.cpu_seconds / base.cpu_seconds:.2f}x CPU; tool peak {tool.peak_mb:.0f} MB"
         )
     finally:
-        if args.keep:
-            print(f"kept: {work}" + (f" and databases {', '.join(pg_names)}" if pg_names else ""))
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-            if pg_names:
-                b.pg_drop(args.url, *reversed(pg_names))
+        runs.cleanup(args.keep)
 
 
 if __name__ == "__main__":
