@@ -7,6 +7,7 @@ baseline doing the same work in the same run and reports the ratio.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -307,6 +308,22 @@ def pg_vacuum(url: str) -> None:
 
     with psycopg.connect(url, autocommit=True) as con:
         con.execute("VACUUM ANALYZE")
+
+
+# --- options every benchmark takes ----------------------------------------------------------
+
+
+def add_common_options(parser: argparse.ArgumentParser, *, repeatable: bool = True) -> None:
+    parser.add_argument("--engine", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--url", default=PG_DEFAULT_URL, help="PostgreSQL admin URL")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder / databases")
+    if repeatable:
+        parser.add_argument("--repeat", type=int, default=1, help="runs of each, alternating")
+        parser.add_argument(
+            "--verify",
+            action="store_true",
+            help="check both audit trails with `pbclients audit verify`",
+        )
 
 
 # --- one side-by-side comparison -----------------------------------------------------------

@@ -38,15 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=1_000_000)
     parser.add_argument("--change", type=int, default=100_000)
-    parser.add_argument("--engine", choices=("sqlite", "postgres"), default="sqlite")
-    parser.add_argument("--url", default=b.PG_DEFAULT_URL, help="PostgreSQL admin URL")
-    parser.add_argument("--repeat", type=int, default=1, help="runs of each, alternating")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder / databases")
-    parser.add_argument(
-        "--verify",
-        action="store_true",
-        help="check both audit trails with `pbclients audit verify`",
-    )
+    b.add_common_options(parser)
     # Internal: the baseline runs as its own process so both sides pay an interpreter start.
     parser.add_argument("--baseline-run", nargs=2, metavar=("DB", "CSV"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)

@@ -43,9 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=10_000, help="demo clients")
     parser.add_argument("--small", type=int, default=1_000, help="clients in the small run")
-    parser.add_argument("--engine", choices=("sqlite", "postgres"), default="sqlite")
-    parser.add_argument("--url", default=b.PG_DEFAULT_URL, help="PostgreSQL admin URL")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder / database")
+    b.add_common_options(parser, repeatable=False)
     parser.add_argument(
         "--baseline-run", nargs=3, metavar=("DB", "IDS", "DIR"), help=argparse.SUPPRESS
     )
