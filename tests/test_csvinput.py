@@ -563,3 +563,183 @@ def test_header_naming_another_delimiter_still_reads_back(
         writer.writerow([*cells[:position], ref, *cells[position:]])
 
     assert texts(read_reference_csv(out.getvalue().encode(), source="s.csv")) == refs
+
+
+# --- sizes, encodings and control characters at the edges ----------------------------------
+
+LONG_FIELD = (
+    "{source}: the field on line {line} is longer than 131,072 characters; no client "
+    "reference or name is that long, so check that this is the right file (a quote that is "
+    "not closed makes a field run on to the end of the file). Nothing was changed."
+)
+
+
+def test_a_field_past_the_csv_limit_has_its_own_message() -> None:
+    data = b"id,notes\n1,ok\n2," + b"x" * 131_073 + b"\n"
+    with pytest.raises(BadInput) as exc:
+        read_reference_csv(data, source="s.csv")
+    assert message(exc) == LONG_FIELD.format(source="s.csv", line=3)
+    with pytest.raises(BadInput) as exc:
+        read_import_csv(b"email,first_name,last_name\na@b.org,A," + b"y" * 200_000, source="n.csv")
+    assert message(exc) == LONG_FIELD.format(source="n.csv", line=2)
+
+
+def test_a_field_at_the_csv_limit_is_read() -> None:
+    data = b"id,notes\n1," + b"x" * 131_072 + b"\n"
+    assert texts(read_reference_csv(data, source="s.csv")) == ["1"]
+
+
+def test_an_unclosed_quote_in_a_large_file_names_its_line_and_the_likely_cause() -> None:
+    data = b'id,name\n1,"Bob\n' + b"2,Cy\n" * 30_000
+    with pytest.raises(BadInput) as exc:
+        read_reference_csv(data, source="s.csv")
+    assert message(exc) == LONG_FIELD.format(source="s.csv", line=2)
+
+
+UNICODE_CSV = "id\tname\r\n7\tZoë\r\n\r\n8\tÅsa\r\n"
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+def test_a_file_with_a_utf16_or_utf32_bom_is_read_without_encoding(codec: str) -> None:
+    bom = {"utf-16-le": b"\xff\xfe", "utf-16-be": b"\xfe\xff"}.get(codec, b"")
+    data = bom + UNICODE_CSV.encode(codec)
+    assert data[:2] in (b"\xff\xfe", b"\xfe\xff")
+    refs = read_reference_csv(data, source="s.csv")
+    assert (texts(refs), lines(refs)) == (["7", "8"], [2, 4])
+    # Excel's "Unicode text" export, imported as it is.
+    rows = read_import_csv(
+        bom + "email,first_name,last_name\r\nzoe@example.org,Zoë,Ng\r\n".encode(codec),
+        source="n.csv",
+    )
+    assert [(r.email, r.first_name) for r in rows] == [("zoe@example.org", "Zoë")]
+    assert texts(read_reference_lines(bom + "7\r\n# x\r\n8\r\n".encode(codec), source="-")) == [
+        "7",
+        "8",
+    ]
+
+
+def test_an_explicit_utf16_encoding_still_works() -> None:
+    data = UNICODE_CSV.encode("utf-16")
+    assert texts(read_reference_csv(data, source="s.csv", encoding="utf-16")) == ["7", "8"]
+
+
+@pytest.mark.parametrize("encoding", ["cp1252", "latin-1"])
+def test_a_utf16_bom_under_another_encoding_suggests_utf16(encoding: str) -> None:
+    with pytest.raises(BadInput) as exc:
+        read_reference_csv(UNICODE_CSV.encode("utf-16"), source="s.csv", encoding=encoding)
+    assert message(exc) == (
+        f"s.csv starts with a UTF-16 byte-order mark, so it is not {encoding}; pass "
+        "--encoding utf-16, or leave --encoding out. Nothing was changed."
+    )
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_a_bom_is_named_not_guessed(codec: str) -> None:
+    with pytest.raises(BadInput) as exc:
+        read_reference_csv(UNICODE_CSV.encode(codec), source="s.csv")
+    assert message(exc) == (
+        "s.csv looks like UTF-16 without a byte-order mark (a 0 byte between letters); pass "
+        f"--encoding {codec}, or save it as UTF-8. Nothing was changed."
+    )
+
+
+def test_a_damaged_utf16_file_names_the_line() -> None:
+    data = "id\r\n7\r\n8\r\n".encode("utf-16")[:-1]  # cut in the middle of a character
+    with pytest.raises(BadInput) as exc:
+        read_reference_csv(data, source="s.csv")
+    assert message(exc) == (
+        "s.csv is not valid UTF-16 at line 4 (the file is cut short or damaged); save it "
+        "again, preferably as UTF-8. Nothing was changed."
+    )
+
+
+# What no name, e-mail, phone or program may hold (escaped as the message shows it).
+CONTROL_CHARACTERS = {
+    "\x00": "\\x00",
+    "\x07": "\\x07",
+    "\x1b": "\\x1b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\x7f": "\\x7f",
+    "\x85": "\\x85",
+    "\x9b": "\\x9b",
+    "\u2028": "\\u2028",
+    "\u202a": "\\u202a",
+    "\u202e": "\\u202e",
+    "\u2066": "\\u2066",
+    "\u2069": "\\u2069",
+    "\udc80": "\\udc80",
+}
+
+
+@pytest.mark.parametrize("column", ["email", "first_name", "last_name", "phone", "program"])
+# A lone surrogate cannot come out of a strict decoder; it comes from argv (see add).
+@pytest.mark.parametrize("char", [c for c in CONTROL_CHARACTERS if c != "\udc80"])
+def test_import_refuses_control_characters_naming_line_and_column(char: str, column: str) -> None:
+    row = {
+        "email": "ana@example.org",
+        "first_name": "Ana",
+        "last_name": "Silva",
+        "phone": "555",
+        "program": "Reset",
+    }
+    row[column] = row[column][:2] + char + row[column][2:]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(list(row))
+    writer.writerow(["bo@example.org", "Bo", "Li", "", ""])
+    writer.writerow(list(row.values()))
+    with pytest.raises(BadInput) as exc:
+        read_import_csv(out.getvalue().encode(), source="new.csv")
+    assert message(exc) == (
+        f"new.csv line 3 has a control character ({CONTROL_CHARACTERS[char]}) in the {column} "
+        "column, which no name, e-mail, phone or program holds; remove it and try again. "
+        "Nothing was changed."
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "José María",
+        "محمد\u200fعلي",  # right-to-left mark
+        "a\u200eb\u061cc",  # left-to-right and Arabic letter marks
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",  # Persian, with a non-joiner
+        "क्\u200dष",  # zero-width joiner: Devanagari conjunct
+        "Ana 👩\u200d⚕️",
+        "O'Brien-Smith",
+    ],
+)
+def test_names_in_any_script_with_their_joiners_and_marks_are_accepted(name: str) -> None:
+    data = f"email,first_name,last_name\nana@example.org,{name},{name}\n".encode()
+    assert read_import_csv(data, source="new.csv")[0].first_name == name
+
+
+@given(st.text(max_size=30))
+def test_check_text_refuses_exactly_the_control_characters(text: str) -> None:
+    from pbclients.csvinput import check_text
+
+    bad = [c for c in text if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F]
+    bad += [c for c in text if c in "\u2028\u2029" or "\u202a" <= c <= "\u202e"]
+    bad += [c for c in text if "\u2066" <= c <= "\u2069" or "\ud800" <= c <= "\udfff"]
+    if bad:
+        with pytest.raises(BadInput, match="has a control character"):
+            check_text(text, "--first-name")
+    else:
+        assert check_text(text, "--first-name") == text
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x1b", "\u202e"])
+def test_check_email_refuses_control_characters(char: str) -> None:
+    with pytest.raises(BadInput) as exc:
+        check_email(f"an{char}a@example.org", "--email")
+    assert message(exc).startswith(
+        f"--email has a control character ({CONTROL_CHARACTERS[char]}), which no name"
+    )
+
+
+def test_check_text_refuses_lone_surrogates_from_undecodable_arguments() -> None:
+    from pbclients.csvinput import check_text
+
+    with pytest.raises(BadInput, match=r"^--first-name has a control character \(\\udcff\)"):
+        check_text("An\udcffa", "--first-name")

@@ -10,12 +10,22 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import re
 from dataclasses import dataclass
 
 from pbclients.errors import BadInput
+from pbclients.formulas import unneutralise
 
 _DELIMITERS = ",;\t"
 _NOTHING_CHANGED = "Nothing was changed."
+
+# Characters no name, e-mail, phone or program name holds, refused on the way in: C0
+# controls (NUL, ESC, line breaks, tab), DEL and C1 controls, line/paragraph separators,
+# the bidi embeddings, overrides and isolates that reorder what an admin reads (U+202A-
+# U+202E, U+2066-U+2069) and lone surrogates (undecodable bytes in an argument, which no
+# database encoding can store). Bidi *marks* (U+200E/F, U+061C) and zero-width joiners
+# stay allowed: real names in Arabic, Hebrew, Persian or Indic scripts use them.
+_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 # Header names are compared after _normalise(), so "Client ID", "client_id" and "CLIENT-ID"
 # all land on "clientid".
@@ -55,8 +65,13 @@ def _normalise(name: str) -> str:
 
 def _decode(data: bytes, source: str, encoding: str) -> str:
     try:
+        name = codecs.lookup(encoding).name
+        if not name.startswith(("utf-16", "utf-32")):
+            encoding = _utf16(data, source, encoding, name)
+            name = codecs.lookup(encoding).name
         text = data.decode(encoding)
     except LookupError:
+        # Also rot13, base64...: codecs Python knows, but not text encodings.
         raise BadInput(
             f"{source} cannot be read because {encoding!r} is not an encoding Python knows; "
             f"pass a standard name such as --encoding utf-8 or --encoding cp1252. "
@@ -64,9 +79,17 @@ def _decode(data: bytes, source: str, encoding: str) -> str:
         ) from None
     except UnicodeDecodeError as exc:
         before = data[: exc.start]
-        # Count physical lines the way the readers do: \r\n, \n and a lone \r each end one.
-        line = before.count(b"\n") + before.count(b"\r") - before.count(b"\r\n") + 1
-        name = codecs.lookup(encoding).name
+        if name.startswith(("utf-16", "utf-32")):
+            # Two or four bytes a character: count the line breaks in what decoded.
+            before_text = before[: len(before) - len(before) % 4].decode(encoding, "replace")
+            line = _lines(before_text)
+        else:
+            line = _lines(before)
+        if name.startswith(("utf-16", "utf-32")):
+            raise BadInput(
+                f"{source} is not valid {name.upper()[:6]} at line {line} (the file is cut "
+                f"short or damaged); save it again, preferably as UTF-8. {_NOTHING_CHANGED}"
+            ) from None
         label = "UTF-8" if name.startswith("utf-8") else encoding
         other = "latin-1" if name == "cp1252" else "cp1252"
         raise BadInput(
@@ -75,6 +98,51 @@ def _decode(data: bytes, source: str, encoding: str) -> str:
         ) from None
     # Excel writes a UTF-8 BOM; without this the first header would be "\ufeffemail".
     return text.removeprefix("\ufeff")
+
+
+def _lines(before: bytes | str) -> int:
+    """The physical line of a position: \r\n, \n and a lone \r each end one, as the readers
+    count them."""
+    text = before if isinstance(before, str) else before.decode("latin-1")
+    return text.count("\n") + text.count("\r") - text.count("\r\n") + 1
+
+
+def _utf16(data: bytes, source: str, encoding: str, name: str) -> str:
+    """The encoding to decode with, when the bytes say UTF-16 (or UTF-32) louder than
+    --encoding does.
+
+    Excel's "Unicode text" and many Windows tools write UTF-16 with a byte-order mark.
+    A BOM's bytes FF FE / FE FF never occur in UTF-8, so under the default UTF-8 such a
+    file is decoded as what its BOM says; under another --encoding it would decode into
+    text with a NUL between letters, so it is refused with the encoding to pass. Without
+    a BOM, ASCII text in UTF-16 has a 0 byte in every other place: said so, not guessed.
+    """
+    utf8 = name.startswith("utf-8")
+    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        found = "utf-32"
+    elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        found = "utf-16"
+    else:
+        sample = data[:256]
+        if len(sample) < 4 or b"\x00" not in sample:
+            return encoding
+        half = len(sample) // 2
+        if sample[1::2].count(0) >= half * 0.9:
+            order = "utf-16-le"
+        elif sample[0::2].count(0) >= half * 0.9:
+            order = "utf-16-be"
+        else:
+            return encoding
+        raise BadInput(
+            f"{source} looks like UTF-16 without a byte-order mark (a 0 byte between "
+            f"letters); pass --encoding {order}, or save it as UTF-8. {_NOTHING_CHANGED}"
+        )
+    if utf8:
+        return found
+    raise BadInput(
+        f"{source} starts with a {found.upper()} byte-order mark, so it is not {encoding}; "
+        f"pass --encoding {found}, or leave --encoding out. {_NOTHING_CHANGED}"
+    )
 
 
 def _delimiter(text: str) -> str:
@@ -116,14 +184,23 @@ def _table(
     start = 1
     try:
         for row in reader:
-            cells = [cell.strip() for cell in row]
+            # unneutralise: a cell our own CSV output prefixed with ' reads back exactly.
+            cells = [unneutralise(cell.strip()) for cell in row]
             if any(cells):
                 if header is None:
                     header = cells
                 else:
                     rows.append((start, cells))
             start = reader.line_num + 1
-    except csv.Error:
+    except csv.Error as error:
+        if str(error).startswith("field larger than field limit"):
+            # Not a quote problem as such, though an unclosed quote is the usual cause.
+            raise BadInput(
+                f"{source}: the field on line {start} is longer than "
+                f"{csv.field_size_limit():,} characters; no client reference or name is "
+                "that long, so check that this is the right file (a quote that is not "
+                f"closed makes a field run on to the end of the file). {_NOTHING_CHANGED}"
+            ) from None
         raise BadInput(
             f"{source} line {start} has a quote that is not closed properly; put the whole "
             f'cell in double quotes and double any quote inside it (""). {_NOTHING_CHANGED}'
@@ -211,9 +288,23 @@ def _is_email(text: str) -> bool:
     )
 
 
+def check_text(value: str, where: str, column: str | None = None) -> str:
+    """Return `value` if it holds no control character (see _FORBIDDEN), else raise BadInput
+    naming `where` (an option, or a file's line) and the character, escaped."""
+    found = _FORBIDDEN.search(value)
+    if found is None:
+        return value
+    code = found.group().encode("unicode_escape").decode("ascii")
+    in_column = f" in the {column} column" if column else ""
+    raise BadInput(
+        f"{where} has a control character ({code}){in_column}, which no name, e-mail, phone "
+        f"or program holds; remove it and try again. {_NOTHING_CHANGED}"
+    )
+
+
 def check_email(text: str, where: str) -> str:
     """Return `text` stripped if it is an e-mail address, else raise BadInput naming `where`."""
-    value = text.strip()
+    value = check_text(text.strip(), where)
     if not _is_email(value):
         raise BadInput(
             f"{where} {value!r} is not an e-mail address; give one like ana@example.org. "
@@ -243,6 +334,9 @@ def read_import_csv(data: bytes, *, source: str, encoding: str = "utf-8") -> lis
             values[name] = _cell(cells, index)
             if not values[name]:
                 raise _empty_cell(source, line, header[index])
+        for column in (*columns.values(), phone, program):
+            if column is not None:
+                check_text(_cell(cells, column), f"{source} line {line}", header[column])
         if not _is_email(values["email"]):
             raise BadInput(
                 f"{source} line {line} has {values['email']!r} in the e-mail column, which is "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -10,7 +11,7 @@ from sqlmodel import Session, select
 
 from pbclients import audit, settings
 from pbclients.db import writing
-from pbclients.errors import BadInput, PlanLimitReached
+from pbclients.errors import BadInput, PlanLimitReached, UsageError
 from pbclients.lifecycle import Change
 from pbclients.models import Client
 from pbclients.policy import Status, counts_toward_plan
@@ -73,17 +74,27 @@ def configure(
     """Set the plan limit and/or the retention period in one audited transaction."""
     if retention_days is not None and retention_days < 1:
         raise BadInput("The retention period must be at least 1 day; nothing was changed.")
+    if retention_days is not None and retention_days > settings.MAX_RETENTION_DAYS:
+        raise BadInput(
+            f"The retention period can be at most {settings.MAX_RETENTION_DAYS:,} days "
+            "(100 years); nothing was changed."
+        )
     if isinstance(limit, int) and limit < 0:
         raise BadInput("The plan limit cannot be negative; nothing was changed.")
+    if isinstance(limit, int) and limit > settings.MAX_PLAN_LIMIT:
+        raise BadInput(
+            f"The plan limit can be at most {settings.MAX_PLAN_LIMIT:,}, or none for "
+            "unlimited; nothing was changed."
+        )
     with writing(engine) as session:
         events = []
         if limit is not None:
-            old = settings.get(session, settings.PLAN_LIMIT)
+            old = _recorded(lambda: _limit_text(settings.plan_limit(session)))
             new = None if limit == "unlimited" else str(limit)
             settings.put(session, settings.PLAN_LIMIT, new)
-            events.append(audit.NewEvent("plan.set_limit", None, old or "none", new or "none"))
+            events.append(audit.NewEvent("plan.set_limit", None, old, new or "none"))
         if retention_days is not None:
-            old = str(settings.retention_days(session))
+            old = _recorded(lambda: str(settings.retention_days(session)))
             settings.put(session, settings.RETENTION_DAYS, str(retention_days))
             events.append(audit.NewEvent("plan.set_retention", None, old, str(retention_days)))
         audit.append(
@@ -95,3 +106,16 @@ def configure(
             at=change.at,
         )
         return usage(session)
+
+
+def _limit_text(limit: int | None) -> str:
+    return "none" if limit is None else str(limit)
+
+
+def _recorded(read: Callable[[], str]) -> str:
+    """The old value for the audit trail; a stored value that is no number is replaced,
+    not copied: the trail keeps no free text from another writer."""
+    try:
+        return read()
+    except UsageError:
+        return "invalid"

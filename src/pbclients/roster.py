@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, or_
+from sqlalchemy import Engine, false, func, insert, or_
 from sqlmodel import Session, col, select
 
 from pbclients import audit, policy
 from pbclients.clock import iso
+from pbclients.csvinput import check_text
 from pbclients.db import writing
 from pbclients.errors import BadInput, UnknownClient
 from pbclients.lifecycle import Change
@@ -19,7 +20,14 @@ from pbclients.models import RECORD_MODELS, Appointment, Client, Enrolment, Prog
 from pbclients.plan import ensure_room
 from pbclients.policy import Status
 from pbclients.results import Batch, ChangeResult, Outcome
-from pbclients.selection import chunks, find_program, is_client_id, live_email_owners
+from pbclients.selection import (
+    can_match,
+    chunks,
+    find_program,
+    live_email_owners,
+    parse_client_id,
+    shorten,
+)
 
 PAGE = 2_000
 
@@ -46,6 +54,7 @@ def add_clients(
     A program named in the input that does not exist yet is created (and reported in
     `Batch.extra["new_programs"]`), so an import can start a new group program.
     """
+    _refuse_control_characters(new_clients)
     with writing(engine) as session:
         _refuse_duplicates(session, new_clients)
         ensure_room(session, len(new_clients))
@@ -105,6 +114,17 @@ def add_clients(
         for client_id, c in zip(ids, new_clients, strict=True)
     ]
     return Batch("add", results, batch_id=batch_id, extra={"new_programs": new_programs})
+
+
+def _refuse_control_characters(new_clients: Sequence[NewClient]) -> None:
+    """The CLI checks each option and CSV cell as it reads them; this keeps any other
+    caller from storing a NUL, an escape sequence or a bidi override either."""
+    for client in new_clients:
+        where = client.where or "The new client"
+        for value in (client.email, client.first_name, client.last_name, client.phone,
+                      client.program):  # fmt: skip
+            if value:
+                check_text(value, where)
 
 
 def _refuse_duplicates(session: Session, new_clients: Sequence[NewClient]) -> None:
@@ -202,6 +222,9 @@ def _filtered(session: Session, query: Any, where: ClientFilter) -> Any:
                 col(Client.email_key).contains(term, autoescape=True),
                 full_name.contains(term, autoescape=True),
             )
+            # NUL matches nothing stored, and PostgreSQL refuses to bind it.
+            if can_match(term)
+            else false()
         )
     if where.program:
         program_id = find_program(session, where.program)
@@ -285,9 +308,11 @@ class ClientDetail:
 def find_client(session: Session, reference: str) -> Client:
     """One client by ID or e-mail; a live client wins an e-mail over a deleted one."""
     text = reference.strip()
-    if is_client_id(text):
-        client = session.get(Client, int(text))
-    else:
+    client_id = parse_client_id(text)
+    client: Client | None = None
+    if client_id is not None:
+        client = session.get(Client, client_id)
+    elif can_match(text):
         client = session.exec(
             select(Client)
             .where(Client.email_key == text.casefold())
@@ -295,7 +320,8 @@ def find_client(session: Session, reference: str) -> Client:
         ).first()
     if client is None:
         raise UnknownClient(
-            f"There is no client '{reference}'; find it with `pbclients list --search TEXT`."
+            f"There is no client '{shorten(reference)}'; "
+            "find it with `pbclients list --search TEXT`."
         )
     return client
 

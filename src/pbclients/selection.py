@@ -18,11 +18,18 @@ from pbclients.db import load_ids
 from pbclients.errors import BadInput, UnknownClient, UsageError
 from pbclients.models import Client, Enrolment, Program
 from pbclients.policy import Status
+from pbclients.settings import whole_number
 
 T = TypeVar("T")
 
 # Well under SQLite's and PostgreSQL's limits on bound parameters per statement.
 CHUNK = 10_000
+
+# Client ids are INTEGER columns: 32 bits on PostgreSQL (64 on SQLite, but a backup or a
+# `db copy` holds no larger id either), so a larger number names no client on any engine.
+# Binding one would fail instead (PostgreSQL: a DataError; SQLite past 64 bits: an
+# OverflowError), so it is an unknown reference before any query.
+MAX_CLIENT_ID = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -30,9 +37,14 @@ class Selection:
     references: Sequence[Reference] = ()
     program: str | None = None
     skip_unknown: bool = False
+    # A --csv or --ids-from input was given, even if it held no reference: an empty
+    # pipeline selects nobody ("nothing to do"), it is not a missing selection, and it
+    # must never widen a selection (`delete --deactivated-before` alone means "all").
+    from_input: bool = False
 
     def is_empty(self) -> bool:
-        return not self.references and self.program is None
+        """True when no selection option was given at all (a usage error)."""
+        return not self.references and self.program is None and not self.from_input
 
 
 class Selected(NamedTuple):
@@ -69,12 +81,27 @@ def live_email_owners(session: Session, email_keys: Sequence[str]) -> dict[str, 
 
 
 def reference_key(text: str) -> int | str:
-    """IDs and e-mails compare as the tool compares them: `007` is 7, e-mail case is ignored."""
-    return int(text) if is_client_id(text) else text.casefold()
+    """IDs and e-mails compare as the tool compares them: `007` is 7, e-mail case is ignored.
+
+    Anything that is not an ID (including a number too large to be one) is looked up as an
+    e-mail, finds nobody, and so is an unknown reference like any other typo.
+    """
+    client_id = parse_client_id(text)
+    return client_id if client_id is not None else text.casefold()
+
+
+def parse_client_id(text: str) -> int | None:
+    """The client ID `text` spells with the digits 0-9 (`007` is 7), or None.
+
+    Not int(), which also reads Arabic-Indic digits, `+5` and `1_000` (no admin means an
+    ID by them) and fails on 4,300+ digits; and a value past MAX_CLIENT_ID names no
+    client.
+    """
+    return whole_number(text, 0, MAX_CLIENT_ID)
 
 
 def is_client_id(text: str) -> bool:
-    return text.isascii() and text.isdigit()
+    return parse_client_id(text) is not None
 
 
 _STATUSES = {status.value: status for status in Status}
@@ -124,9 +151,17 @@ def resolve(session: Session, selection: Selection) -> Resolved:
     return resolved
 
 
+def shorten(text: str, keep: int = 60) -> str:
+    """A reference as quoted in a message: a 5,000-digit one would bury the sentence."""
+    if len(text) <= keep:
+        return text
+    return f"{text[:keep]}... ({len(text):,} characters)"
+
+
 def _unknown_message(unknown: list[Reference]) -> str:
     shown = ", ".join(
-        f"'{ref.text}'" + (f" ({ref.where()})" if ref.where() else "") for ref in unknown[:5]
+        f"'{shorten(ref.text)}'" + (f" ({ref.where()})" if ref.where() else "")
+        for ref in unknown[:5]
     )
     more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
     noun = "client" if len(unknown) == 1 else "clients"
@@ -159,7 +194,7 @@ def _rows_by_id(session: Session, ids: list[int]) -> dict[int, _Row]:
 
 def _rows_by_email(session: Session, keys: list[str]) -> dict[str, _Row]:
     found: dict[str, _Row] = {}
-    for chunk in chunks(keys):
+    for chunk in chunks([key for key in keys if can_match(key)]):
         query = select(*_COLUMNS).where(col(Client.email_key).in_(chunk)).order_by(col(Client.id))
         for row in _rows(session, query):
             # A live client owns its e-mail; a deleted one pending purge only if no one else does.
@@ -180,10 +215,20 @@ def _rows_in_program(session: Session, name: str) -> list[_Row]:
     return list(_rows(session, query))
 
 
+def can_match(text: str) -> bool:
+    """Whether a stored value could equal `text`: PostgreSQL text cannot hold NUL (binding it
+    raises a DataError) and no pbclients writer stores one, so such a lookup finds nothing."""
+    return "\x00" not in text
+
+
 def find_program(session: Session, name: str) -> int:
-    program_id = session.exec(
-        select(Program.id).where(func.lower(Program.name) == name.strip().casefold())
-    ).first()
+    program_id = (
+        session.exec(
+            select(Program.id).where(func.lower(Program.name) == name.strip().casefold())
+        ).first()
+        if can_match(name)
+        else None
+    )
     if program_id is None:
         known = ", ".join(session.exec(select(Program.name).order_by(Program.name)).all()) or "none"
         raise BadInput(

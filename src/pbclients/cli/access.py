@@ -60,7 +60,9 @@ def build_selection(
             read_input(ids_from), source=source_name(ids_from), encoding=encoding
         )
     stdin_used = "-" in (csv_file, ids_from)
-    return Selection(references, program, skip_unknown), stdin_used
+    # An input that held no reference selects nobody (exit 0), unlike no option at all.
+    from_input = bool(csv_file or ids_from)
+    return Selection(references, program, skip_unknown, from_input=from_input), stdin_used
 
 
 def consequence_lines(consequences: Consequences | None, target: Status) -> list[str]:

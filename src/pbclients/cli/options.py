@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
+
+from pbclients import settings
+from pbclients.errors import UsageError
+
+# `--limit N`: more than any roster holds, and well inside SQL's 64-bit LIMIT.
+MAX_ROWS = 1_000_000_000
 
 
 class OutputFormat(StrEnum):
@@ -100,3 +107,38 @@ FormatOption = Annotated[
     OutputFormat,
     typer.Option("--format", "-f", help="Output for people (table) or scripts (json, csv)."),
 ]
+
+
+def whole_number(low: int, high: int) -> Callable[[str], int]:
+    """A typer `parser` for a count or a number of days: the digits 0-9, from low to high.
+
+    Typer's own int accepts `1_000`, and a number that later overflows a SQL parameter or
+    a date (`--set-retention 99999999999` would break every deletion after it); this
+    refuses it up front as a usage error (exit 2) naming the range.
+    """
+
+    def parse(text: str | int) -> int:
+        number = settings.whole_number(str(text), low, high)
+        if number is None:
+            # !r: the value is echoed with any control character escaped.
+            raise typer.BadParameter(
+                f"{str(text)!r} is not a whole number from {low:,} to {high:,} (digits 0-9)."
+            )
+        return number
+
+    return parse
+
+
+def parse_plan_limit(text: str, option: str = "--set-limit") -> int | Literal["unlimited"]:
+    """`N` (0 to settings.MAX_PLAN_LIMIT) or `none`/`unlimited`."""
+    if text.strip().lower() in ("none", "unlimited"):
+        return "unlimited"
+    if not (text.strip().isascii() and text.strip().isdigit()):
+        raise UsageError(f"{option} {text!r} is not a number; give a whole number or none.")
+    number = settings.whole_number(text, 0, settings.MAX_PLAN_LIMIT)
+    if number is None:
+        raise UsageError(
+            f"{option} {text!r} is more than the largest plan limit, "
+            f"{settings.MAX_PLAN_LIMIT:,}; give a smaller number, or none for unlimited."
+        )
+    return number
