@@ -7,9 +7,19 @@ from typing import Annotated, Literal
 import typer
 
 from pbclients.cli.common import confirm, reporting
-from pbclients.cli.options import FormatOption, OutputFormat, ReasonOption, YesOption
-from pbclients.cli.output import console, print_csv, print_json, print_json_array
-from pbclients.errors import ExitCode, UsageError
+from pbclients.cli.options import (
+    MAX_ROWS,
+    FormatOption,
+    OutputFormat,
+    ReasonOption,
+    YesOption,
+    parse_plan_limit,
+    whole_number,
+)
+from pbclients.cli.output import console, print_csv, print_json, print_json_array, say
+from pbclients.cli.render import literal, visible
+from pbclients.errors import ExitCode
+from pbclients.settings import MAX_RETENTION_DAYS
 
 AUDIT_FIELDS = [
     "id",
@@ -36,8 +46,8 @@ def plan(
         typer.Option(
             "--set-retention",
             metavar="DAYS",
-            min=1,
-            help="Days a deleted client is kept before purge.",
+            parser=whole_number(1, MAX_RETENTION_DAYS),
+            help=f"Days a deleted client is kept before purge (1 to {MAX_RETENTION_DAYS:,}).",
         ),
     ] = None,
     yes: YesOption = False,
@@ -90,13 +100,7 @@ def plan(
 
 
 def _parse_limit(text: str | None) -> int | Literal["unlimited"] | None:
-    if text is None:
-        return None
-    if text.strip().lower() in ("none", "unlimited"):
-        return "unlimited"
-    if not text.strip().isdigit():
-        raise UsageError(f"--set-limit {text!r} is not a number; give a whole number or none.")
-    return int(text)
+    return None if text is None else parse_plan_limit(text)
 
 
 audit_app = typer.Typer(no_args_is_help=False, invoke_without_command=True)
@@ -115,7 +119,10 @@ def audit(
         typer.Option("--since", metavar="DATE|Nd", help="From this date, or N days ago."),
     ] = None,
     limit: Annotated[
-        int | None, typer.Option("--limit", min=1, help="The newest N events.")
+        int | None,
+        typer.Option(
+            "--limit", metavar="N", parser=whole_number(1, MAX_ROWS), help="The newest N events."
+        ),
     ] = None,
     output: FormatOption = OutputFormat.TABLE,
 ) -> None:
@@ -135,14 +142,16 @@ def audit(
         from pbclients.clock import iso, parse_moment
         from pbclients.db import reading
         from pbclients.roster import find_client
-        from pbclients.selection import is_client_id
+        from pbclients.selection import parse_client_id
 
         with reading(app.engine()) as session:
             client_id = None
             if client is not None:
                 # A bare ID need not exist any more: a purged client's events stay in the trail.
                 text = client.strip()
-                client_id = int(text) if is_client_id(text) else find_client(session, text).id
+                client_id = parse_client_id(text)
+                if client_id is None:
+                    client_id = find_client(session, text).id
             events = trail.events(
                 session,
                 client_id=client_id,
@@ -176,11 +185,7 @@ def audit(
             for r in records:
                 change = f"{r['before'] or '-'} -> {r['after'] or '-'}"
                 cells = (r["id"], r["at"], r["actor"], r["action"], r["client_id"], change)
-                table.add_row(
-                    *("" if v is None else str(v) for v in cells),
-                    str(r["batch"]),
-                    str(r["reason"] or ""),
-                )
+                table.add_row(*(literal(v) for v in (*cells, r["batch"], r["reason"])))
             out.print(table)
 
 
@@ -215,8 +220,7 @@ def paths(ctx: typer.Context) -> None:
     with reporting(ctx) as app:
         from pbclients import paths as where
 
-        out = console()
-        out.print(f"database: {where.shown(app.db)}")
-        out.print(f"demo database: {where.demo_db()}")
-        out.print(f"backups: {where.default_backup_dir()}")
-        out.print(f"purge log: {where.purge_log()}")
+        say(f"database: {visible(where.shown(app.db))}")
+        say(f"demo database: {visible(where.demo_db())}")
+        say(f"backups: {visible(where.default_backup_dir())}")
+        say(f"purge log: {visible(where.purge_log())}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Annotated
 
 import typer
@@ -95,4 +96,45 @@ app.add_typer(db_app, name="db", rich_help_panel=ADMIN)
 def main() -> None:
     # Everything this process creates (database, backups, logs) holds client data.
     os.umask(0o077)
-    app()
+    _refuse_undecodable_arguments()
+    try:
+        app()
+    finally:
+        _flush_stdout()
+
+
+def _refuse_undecodable_arguments() -> None:
+    """Stop at once on an argument that is not text in the terminal's encoding.
+
+    Python hands such bytes over as lone surrogates, which no database, file or terminal
+    accepts: left alone they fail deep inside a command ("Unexpected error"), or after
+    its change is committed, when the result echoes the reference.
+    """
+    from pbclients.cli.common import err
+    from pbclients.cli.render import visible
+    from pbclients.errors import ExitCode
+
+    given = [("argument", arg) for arg in sys.argv[1:]]
+    given.append(("variable PBCLIENTS_ACTOR", os.environ.get("PBCLIENTS_ACTOR", "")))
+    for where, value in given:
+        if any("\ud800" <= char <= "\udfff" for char in value):
+            err(
+                f"The {where} {visible(value)} is not valid text in this terminal's encoding "
+                "(bytes shown as \\udcXX); retype it (or rename the file it names), or use a "
+                "UTF-8 locale (e.g. LANG=C.UTF-8). Nothing was changed."
+            )
+            sys.exit(ExitCode.USAGE)
+
+
+def _flush_stdout() -> None:
+    """Flush what is still buffered now, while a closed pipe can be handled quietly.
+
+    Left to the interpreter's shutdown, a reader that stopped early (`| head -1`) would
+    get "Exception ignored ... BrokenPipeError" on stderr and exit status 120. The exit
+    status the command chose is kept.
+    """
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())

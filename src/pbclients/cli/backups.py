@@ -23,8 +23,9 @@ from pbclients.cli.options import (
     SkipUnknownOption,
     YesOption,
 )
-from pbclients.cli.output import console, plural, print_json, render_batch
+from pbclients.cli.output import plural, print_json, render_batch, say
 from pbclients.cli.progress import progress
+from pbclients.cli.render import visible
 from pbclients.errors import UsageError
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ def export(
 
         exported = batch.count(Outcome.EXPORTED)
         summary = (
-            f"Wrote and verified {plural(exported, 'backup')} in {batch.extra['folder']}."
+            f"Wrote and verified {plural(exported, 'backup')} in {visible(batch.extra['folder'])}."
             if exported
             else "Nothing to export."
         )
@@ -120,15 +121,20 @@ def _verify(path: Path, output: OutputFormat) -> None:
         fields = [k for k in record if k != "counts"]
         print_csv([record], fields)
         return
-    out = console()
-    counts = ", ".join(f"{kind.replace('_', ' ')} {n}" for kind, n in manifest.counts.items() if n)
-    out.print(
-        f"Backup {manifest.path} is intact: client {manifest.client_id}, written "
-        f"{manifest.created_at} by pbclients {manifest.pbclients_version} "
-        f"(format {manifest.format_version}); every checksum matches."
+    # Everything but the checksum comes from inside the archive, which is untrusted.
+    counts = ", ".join(
+        f"{visible(kind.replace('_', ' '))} {visible(n)}"
+        for kind, n in manifest.counts.items()
+        if n
     )
-    out.print(f"records: {counts or 'none'}")
-    out.print(f"sha256: {manifest.sha256}")
+    say(
+        f"Backup {visible(manifest.path)} is intact: client {visible(manifest.client_id)}, "
+        f"written {visible(manifest.created_at)} by pbclients "
+        f"{visible(manifest.pbclients_version)} (format {visible(manifest.format_version)}); "
+        "every checksum matches."
+    )
+    say(f"records: {counts or 'none'}")
+    say(f"sha256: {visible(manifest.sha256)}")
 
 
 def delete(
@@ -191,7 +197,7 @@ def delete(
         count = preview.changing
         extra = preview.extra
         lines = [
-            f"A verified backup of each is written to {folder} first.",
+            f"A verified backup of each is written to {visible(folder)} first.",
             f"Their data is purged permanently after {extra['retention_days']} days "
             f"(on {str(extra['purge_after'])[:10]}); until then `pbclients undo` brings them back.",
             f"This frees {plural(extra['seats_freed'], 'plan seat')}.",
@@ -240,7 +246,7 @@ def _render_delete(batch: Batch, output: OutputFormat, *, dry_run: bool) -> None
     elif batch.batch_id:
         summary = (
             f"Deleted {plural(batch.changing, 'client')}{rest}; verified backups are in "
-            f"{extra['backup_dir']}. {plural(extra['seats_freed'], 'plan seat')} freed. "
+            f"{visible(extra['backup_dir'])}. {plural(extra['seats_freed'], 'plan seat')} freed. "
             f"They are purged permanently {when}; until then "
             f"`pbclients undo {batch.batch_id}` brings them back."
         )
@@ -280,8 +286,9 @@ def restore(
             return
         records = sum(n for kind, n in preview.extra["counts"].items() if kind != "audit_events")
         question = (
-            f"Restore client {result.client_id or '(new id)'} ({result.email}) with "
-            f"{plural(records, 'record')} from a backup of {preview.extra['created_at']}?\n"
+            f"Restore client {result.client_id or '(new id)'} ({visible(result.email)}) with "
+            f"{plural(records, 'record')} from a backup of "
+            f"{visible(preview.extra['created_at'])}?\n"
             "  It comes back deactivated and takes a plan seat; the client is not notified."
         )
         confirm(question, yes=yes)
@@ -296,12 +303,16 @@ def _render_restore(batch: Batch, output: OutputFormat) -> None:
     if result.outcome is Outcome.PLANNED:
         summary = (
             f"Dry run: would restore client {result.client_id or '(new id)'} as deactivated "
-            f"({result.before} before); nothing was written."
+            f"({visible(result.before)} before); nothing was written."
         )
     elif result.outcome is Outcome.UNCHANGED:
-        summary = f"Nothing to restore: {result.note}."
+        summary = f"Nothing to restore: {visible(result.note)}."
     else:
-        moved = f" ({result.note}, so it was given id {result.client_id})" if result.note else ""
+        moved = (
+            f" ({visible(result.note)}, so it was given id {result.client_id})"
+            if result.note
+            else ""
+        )
         summary = (
             f"Restored client {result.client_id} as deactivated{moved}. "
             f"Batch {batch.batch_id}; reactivate it with `pbclients activate {result.client_id}`."

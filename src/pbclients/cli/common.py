@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from pbclients.cli.output import stdout_closed
+from pbclients.cli.render import plain, prompt, visible
 from pbclients.errors import Declined, ExitCode, PbClientsError, UsageError
 
 if TYPE_CHECKING:
@@ -52,25 +54,28 @@ class AppState:
         return Change(actor=self.actor, reason=reason)
 
     def engine(self, *, create: bool = False) -> Engine:
-        """The practice database; every command but init/demo needs its schema to exist."""
+        """The practice database; every command but init/demo needs its schema to exist.
+
+        Whatever --db names is checked before anything is written to it (read-only on
+        SQLite): another application's database, an empty or a text file is refused
+        and left byte-for-byte as it was; `create` (init) refuses those with exit 3.
+        """
         from sqlalchemy.exc import DBAPIError
 
-        from pbclients.db import make_engine
         from pbclients.paths import is_url
-        from pbclients.schema import require_schema
+        from pbclients.schema import open_for_init, open_practice
 
-        engine = make_engine(self.db, create=create)
+        try:
+            engine = open_for_init(self.db) if create else open_practice(self.db)
+        except DBAPIError as error:
+            # A file SQLite cannot open, a server that refuses us: say which, without the
+            # URL's secrets.
+            where = "the PostgreSQL server" if is_url(self.db) else self.db
+            problem = str(error.orig).strip().splitlines()[0]
+            raise UsageError(
+                f"Cannot open {where} ({problem}); check --db or PBCLIENTS_DB."
+            ) from error
         self.opened.append(engine)
-        if not create:
-            try:
-                require_schema(engine)
-            except DBAPIError as error:
-                # Not a SQLite file, a server that refuses us: say which, without the URL's secrets.
-                where = "the PostgreSQL server" if is_url(self.db) else self.db
-                problem = str(error.orig).strip().splitlines()[0]
-                raise UsageError(
-                    f"Cannot open {where} ({problem}); check --db or PBCLIENTS_DB."
-                ) from error
         return engine
 
 
@@ -80,9 +85,13 @@ def state(ctx: typer.Context) -> AppState:
 
 
 def err(message: str) -> None:
+    """One sentence on stderr. Domain errors quote references and file names as typed,
+    so the whole sentence is made inert here, at the edge."""
     from rich.console import Console
 
-    Console(stderr=True, highlight=False, soft_wrap=True).print(message, markup=False)
+    Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False).print(
+        plain(message)
+    )
 
 
 @contextmanager
@@ -90,6 +99,11 @@ def reporting(ctx: typer.Context) -> Iterator[AppState]:
     """Turn domain errors into one sentence on stderr and their exit code."""
     app_state = state(ctx)
     try:
+        # Every command checks the clock first, read-only ones too: a PBCLIENTS_NOW out of
+        # range is reported the same way everywhere, not only where a timestamp is written.
+        from pbclients.clock import now
+
+        now()
         yield app_state
     except PbClientsError as error:
         if app_state.debug:
@@ -101,6 +115,10 @@ def reporting(ctx: typer.Context) -> Iterator[AppState]:
         raise typer.Exit(130) from None
     except (typer.Exit, typer.Abort):
         raise
+    except BrokenPipeError:
+        # Commands print their report after the work is committed (a prompt that meets
+        # a closed pipe is a refusal, see confirm), so this only cuts the report short.
+        stdout_closed()
     except Exception as error:
         if app_state.debug:
             raise
@@ -134,14 +152,21 @@ def confirm(
             "This command changes data and there is no terminal to confirm on; "
             "pass --yes to go ahead, or --dry-run to see what would change."
         )
-    if typed is not None:
-        answer = typer.prompt(
-            f"{question}\nType {typed} to confirm", default="", show_default=False
-        )
-        if answer.strip() != str(typed):
-            raise Declined("Not confirmed; nothing was changed.")
-        return
-    if not typer.confirm(question, default=False):
+    # click echoes the question as is: no markup, but control characters would reach the
+    # terminal. Callers pass data through `visible`; this catches anything they missed.
+    question = prompt(question)
+    try:
+        if typed is not None:
+            answer = typer.prompt(
+                f"{question}\nType {typed} to confirm", default="", show_default=False
+            )
+            agreed = answer.strip() == str(typed)
+        else:
+            agreed = typer.confirm(question, default=False)
+    except BrokenPipeError:
+        # The question went to a closed pipe: nobody saw it, so nobody agreed.
+        agreed = False
+    if not agreed:
         raise Declined("Not confirmed; nothing was changed.")
 
 
@@ -152,12 +177,14 @@ def read_input(path: str) -> bytes:
     try:
         return Path(path).expanduser().read_bytes()
     except FileNotFoundError:
-        raise UsageError(f"{path}: no such file; check the path.") from None
+        raise UsageError(f"{visible(path)}: no such file; check the path.") from None
     except IsADirectoryError:
-        raise UsageError(f"{path} is a folder, not a file; give the file inside it.") from None
+        raise UsageError(
+            f"{visible(path)} is a folder, not a file; give the file inside it."
+        ) from None
     except PermissionError:
         raise UsageError(
-            f"{path} cannot be read (permission denied); "
+            f"{visible(path)} cannot be read (permission denied); "
             "check its permissions or copy it somewhere readable."
         ) from None
 

@@ -10,6 +10,7 @@ import typer
 from pbclients.cli.common import confirm, reporting
 from pbclients.cli.options import DryRunOption, OutputFormat, ReasonOption, YesOption
 from pbclients.cli.output import plural, render_batch
+from pbclients.cli.render import visible
 from pbclients.errors import ExitCode, PbClientsError
 
 if TYPE_CHECKING:
@@ -88,6 +89,10 @@ def purge(
             exit_code = ExitCode.OK
         except PbClientsError as error:
             exit_code = error.exit_code
+            if isinstance(error, purging.PurgeStopped):
+                # Chunks committed before the lock was lost stay purged: log them.
+                run.purged, run.chunks = error.purged, error.chunks
+                run.notes["stopped"] = "lock-lost"
             raise
         except KeyboardInterrupt:
             exit_code = 130
@@ -143,14 +148,15 @@ def undo(
 
         engine = app.engine()
         preview = undoing.preview_undo(engine, batch_id)
-        action = preview.extra["action"]
+        shown_id = visible(batch_id)  # as typed: echoed in the summary and the question
+        action = visible(preview.extra["action"])
         rest = _skipped_text(preview)
         if dry_run or preview.changing == 0:
             summary = (
                 f"Dry run: would revert {plural(preview.changing, 'client')} of {action} "
-                f"batch {batch_id}{rest}; nothing was written."
+                f"batch {shown_id}{rest}; nothing was written."
                 if dry_run
-                else f"Nothing to undo in batch {batch_id}{rest}."
+                else f"Nothing to undo in batch {shown_id}{rest}."
             )
             render_batch(preview, output, summary)
             return
@@ -158,9 +164,9 @@ def undo(
             "delete": "They come back as they were before the deletion and take plan seats.",
             "deactivate": "They get portal access back; they are not notified.",
             "activate": "They lose portal access again; they are not notified.",
-        }[action]
+        }[preview.extra["action"]]
         confirm(
-            f"Undo {action} batch {batch_id}: revert {plural(preview.changing, 'client')}{rest}?"
+            f"Undo {action} batch {shown_id}: revert {plural(preview.changing, 'client')}{rest}?"
             f"\n  {consequence}",
             yes=yes,
         )
@@ -168,11 +174,11 @@ def undo(
         rest = _skipped_text(batch)
         if batch.batch_id:
             summary = (
-                f"Reverted {plural(batch.changing, 'client')} of {action} batch {batch_id}{rest}. "
+                f"Reverted {plural(batch.changing, 'client')} of {action} batch {shown_id}{rest}. "
                 f"Batch {batch.batch_id}."
             )
         else:
-            summary = f"Nothing to undo in batch {batch_id}{rest}."
+            summary = f"Nothing to undo in batch {shown_id}{rest}."
         render_batch(batch, output, summary)
 
 

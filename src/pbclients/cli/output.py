@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
+import os
 import sys
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import typer
 
 from pbclients.cli.options import OutputFormat
+from pbclients.cli.render import csv_cell, json_text, literal, plain
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -22,14 +27,49 @@ BATCH_FIELDS = ["reference", "id", "email", "before", "after", "outcome", "batch
 
 
 def console() -> Console:
+    """stdout for people. Markup and emoji codes are off: whatever is printed is literal,
+    and data goes through `render` (control characters made visible) first."""
+    return _console_class()(highlight=False, markup=False, emoji=False)
+
+
+@functools.cache
+def _console_class() -> type[Console]:
     from rich.console import Console
 
-    return Console(highlight=False)
+    class PipeConsole(Console):
+        """rich ends the process with exit 1 when stdout's reader goes away; we end it
+        quietly with 0, like every other write to a closed pipe (`stdout_closed`)."""
+
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            stdout_closed()
+
+    return PipeConsole
+
+
+def stdout_closed() -> NoReturn:
+    """The reader of our output went away (`pbclients list | head -1`): end quietly.
+
+    As the Python docs advise for SIGPIPE, point stdout at /dev/null so that the
+    interpreter's last flush of what is still buffered does not fail again on the way
+    out. Exit 0: whatever the command did is done, the reader only chose to stop reading.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass  # no real file descriptor behind stdout (an in-process test runner)
+    raise typer.Exit(0)
+
+
+def say(line: str, *, soft_wrap: bool = False) -> None:
+    """One sentence the tool composed (with data already passed through `visible`)."""
+    console().print(plain(line), soft_wrap=soft_wrap)
 
 
 def print_json(data: Any) -> None:
     """One JSON object, indented for people reading it."""
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.write(json_text(json.dumps(data, indent=2, ensure_ascii=False)) + "\n")
 
 
 def print_json_array(records: Iterable[Any]) -> None:
@@ -45,29 +85,27 @@ def print_json_array(records: Iterable[Any]) -> None:
         pending.append(separator + encode(record))
         separator = ",\n  "
         if len(pending) >= 2048:
-            sys.stdout.write("".join(pending))
+            sys.stdout.write(json_text("".join(pending)))
             pending.clear()
     pending.append("\n]\n" if separator == ",\n  " else "]\n")
-    sys.stdout.write("".join(pending))
+    sys.stdout.write(json_text("".join(pending)))
 
 
 def print_csv(records: Iterable[dict[str, Any]], fields: Sequence[str]) -> None:
+    """CSV with a header row; cells a spreadsheet would run as formulas are neutralised."""
     writer = csv.DictWriter(
         sys.stdout, fieldnames=list(fields), extrasaction="ignore", lineterminator="\n"
     )
     writer.writeheader()
     for record in records:
-        writer.writerow({key: _cell(record.get(key)) for key in fields})
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, list):
-        return ";".join(str(item) for item in value)
-    return "" if value is None else value
+        writer.writerow({key: csv_cell(record.get(key)) for key in fields})
 
 
 def render_batch(batch: Batch, output: OutputFormat, summary: str) -> None:
-    """One result per selected client, then (for people) what it means."""
+    """One result per selected client, then (for people) what it means.
+
+    `summary` is composed by the command; any data in it has been through `visible`.
+    """
     records = [result.as_record(batch.batch_id) for result in batch.results]
     fields = list(BATCH_FIELDS)
     if any(result.backup for result in batch.results):
@@ -87,11 +125,11 @@ def render_batch(batch: Batch, output: OutputFormat, summary: str) -> None:
         for name in shown:
             table.add_column(name, overflow="fold")
         for record in records[:TABLE_ROWS]:
-            table.add_row(*("" if record[name] is None else str(record[name]) for name in shown))
+            table.add_row(*(literal(record[name]) for name in shown))
         out.print(table)
         if len(records) > TABLE_ROWS:
             out.print(f"... and {len(records) - TABLE_ROWS} more (use --format csv to see all).")
-    out.print(summary)
+    out.print(plain(summary))
 
 
 def plural(count: int, noun: str) -> str:

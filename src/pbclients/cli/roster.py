@@ -11,6 +11,7 @@ import typer
 
 from pbclients.cli.common import confirm, err, read_input, reporting, source_name
 from pbclients.cli.options import (
+    MAX_ROWS,
     DryRunOption,
     EncodingOption,
     FormatOption,
@@ -19,6 +20,7 @@ from pbclients.cli.options import (
     ReasonOption,
     StatusFilter,
     YesOption,
+    whole_number,
 )
 from pbclients.cli.output import (
     TABLE_ROWS,
@@ -28,7 +30,9 @@ from pbclients.cli.output import (
     print_json,
     print_json_array,
     render_batch,
+    say,
 )
+from pbclients.cli.render import literal, plain, visible
 from pbclients.policy import DESCRIPTIONS, Capability, Status
 
 if TYPE_CHECKING:
@@ -59,7 +63,7 @@ def init(ctx: typer.Context) -> None:
 
         engine = app.engine(create=True)
         init_schema(engine)
-        console().print(f"Practice database ready: {shown(app.db)}")
+        say(f"Practice database ready: {visible(shown(app.db))}")
 
 
 def demo(
@@ -88,22 +92,24 @@ def demo(
         if not is_url(target):
             target = str(Path(target).expanduser().resolve())
         summary = demo_practice.build(target, clients=clients, seed=seed, actor=app.actor)
-        out = console()
-        out.print(f"Demo practice ready: {shown(target)}")
-        out.print(
+        say(f"Demo practice ready: {visible(shown(target))}")
+        say(
             f"{summary.clients} clients ({summary.deactivated} deactivated) in "
             f"{summary.programs} programs, with appointments, journals, notes, messages and files."
         )
-        db_arg = f"--db {shlex.quote(shown(target))}"
-        out.print("Try next:")
+        # Quoted for the shell, then made visible: a path with a control character cannot
+        # be pasted back as typed, but it must not drive the terminal either.
+        db_arg = f"--db {visible(shlex.quote(shown(target)))}"
+        say("Try next:")
         for line in (
             f"pbclients {db_arg} list",
-            f"pbclients {db_arg} show {summary.sample_email}",
-            f"pbclients {db_arg} deactivate --program '{summary.sample_program}' --dry-run",
+            f"pbclients {db_arg} show {visible(shlex.quote(summary.sample_email))}",
+            f"pbclients {db_arg} deactivate --program "
+            f"{visible(shlex.quote(summary.sample_program))} --dry-run",
             f"pbclients {db_arg} plan",
             f"pbclients {db_arg} audit",
         ):
-            out.print(f"  {line}", soft_wrap=True)  # whole lines, to copy and paste
+            say(f"  {line}", soft_wrap=True)  # whole lines, to copy and paste
 
 
 def add(
@@ -126,17 +132,17 @@ def add(
         pbclients add --email ana@example.org --first-name Ana --last-name Silva
         pbclients add --email bo@example.org --first-name Bo --last-name Li --program Reset
     """
-    from pbclients.csvinput import check_email
+    from pbclients.csvinput import check_email, check_text
 
     with reporting(ctx) as app:
         from pbclients.roster import NewClient
 
         new = NewClient(
             check_email(email.strip(), "--email"),
-            _required(first_name, "--first-name"),
-            _required(last_name, "--last-name"),
-            (phone or "").strip() or None,
-            (program or "").strip() or None,
+            check_text(_required(first_name, "--first-name"), "--first-name"),
+            check_text(_required(last_name, "--last-name"), "--last-name"),
+            check_text((phone or "").strip(), "--phone") or None,
+            check_text((program or "").strip(), "--program") or None,
         )
         _add(app, [new], yes, dry_run, reason, output, stdin_used=False)
 
@@ -210,6 +216,11 @@ def _add(
     engine = app.engine()
     if not new:
         err("The file has no client rows; nothing to add.")
+        if output is not OutputFormat.TABLE:
+            # Scripts still get a document to parse: `[]`, or the CSV header.
+            from pbclients.results import Batch
+
+            render_batch(Batch("add", []), output, "")
         return
     change = app.change(reason)
     preview = roster.add_clients(engine, new, change, dry_run=True)
@@ -220,7 +231,7 @@ def _add(
             "" if usage.limit is None else f" ({usage.counted} of {usage.limit} plan seats used)"
         )
         new_programs = "".join(
-            f"\n  Creates the program '{name}'." for name in preview.extra["new_programs"]
+            f"\n  Creates the program '{visible(name)}'." for name in preview.extra["new_programs"]
         )
         confirm(
             f"Add {plural(len(new), 'client')}{seats}? They get portal access.{new_programs}",
@@ -235,7 +246,7 @@ def _add(
         summary = f"Dry run: would add {plural(batch.changing, 'client')}; nothing was written."
         created = "Would create"
     for name in batch.extra["new_programs"]:
-        summary += f" {created} the program '{name}'."
+        summary += f" {created} the program '{visible(name)}'."
     render_batch(batch, output, summary)
 
 
@@ -256,7 +267,13 @@ def list_clients(
         str | None, typer.Option("--program", help="Only clients enrolled in this program.")
     ] = None,
     limit: Annotated[
-        int | None, typer.Option("--limit", min=1, help="At most this many clients.")
+        int | None,
+        typer.Option(
+            "--limit",
+            metavar="N",
+            parser=whole_number(1, MAX_ROWS),
+            help="At most this many clients.",
+        ),
     ] = None,
     output: Annotated[
         ListFormat, typer.Option("--format", "-f", help="table, json, csv or ids (one ID a line).")
@@ -314,16 +331,16 @@ def _list_table(session: Session, where: ClientFilter, now: datetime) -> None:
     for client in roster.iter_clients(session, shown_where):
         since = client.deleted_at or client.deactivated_at or client.created_at
         row = [
-            str(client.id),
-            f"{client.first_name} {client.last_name}",
-            client.email,
-            client.status,
-            ", ".join(client.programs),
-            (iso(since) or "")[:10],
+            literal(client.id),
+            literal(f"{client.first_name} {client.last_name}"),
+            literal(client.email),
+            literal(client.status),
+            literal(", ".join(client.programs)),
+            literal((iso(since) or "")[:10]),
         ]
         if deleted:
             days = client.days_until_purge(now)
-            row.append("" if days is None else f"{days} d")
+            row.append(literal("" if days is None else f"{days} d"))
         table.add_row(*row)
         shown += 1
     out = console()
@@ -372,9 +389,9 @@ def _show_table(detail: ClientDetail, now: datetime) -> None:
 
     out = console()
     s = detail.summary
-    out.print(f"[bold]{s.first_name} {s.last_name}[/bold]  (client {s.id})", markup=True)
-    out.print(f"e-mail: {s.email}    phone: {detail.phone or '-'}")
-    state_line = f"status: {s.status}"
+    out.print(literal(f"{s.first_name} {s.last_name}", style="bold") + plain(f"  (client {s.id})"))
+    out.print(plain(f"e-mail: {visible(s.email)}    phone: {visible(detail.phone or '-')}"))
+    state_line = f"status: {visible(s.status)}"
     if s.deactivated_at and s.status == Status.DEACTIVATED:
         state_line += f" since {iso(s.deactivated_at)}"
     if s.deleted_at:
@@ -382,7 +399,7 @@ def _show_table(detail: ClientDetail, now: datetime) -> None:
             f" on {iso(s.deleted_at)}; purged after {iso(s.purge_after)} "
             f"({s.days_until_purge(now)} days left)"
         )
-    out.print(state_line)
+    out.print(plain(state_line))
 
     capabilities = Table(
         title="What this client can do now", box=None, pad_edge=False, title_justify="left"
@@ -391,14 +408,16 @@ def _show_table(detail: ClientDetail, now: datetime) -> None:
     capabilities.add_column("allowed")
     for capability in Capability:
         allowed = detail.capabilities[capability.value]
-        capabilities.add_row(DESCRIPTIONS[capability], "yes" if allowed else "no")
+        capabilities.add_row(literal(DESCRIPTIONS[capability]), literal("yes" if allowed else "no"))
     out.print(capabilities)
 
     blocked = [a for a in detail.appointments if a["telehealth"] and not a["client_can_join"]]
     if blocked:
         out.print(
-            f"Warning: {plural(len(blocked), 'upcoming telehealth session')} on the calendar "
-            "that this client cannot join while deactivated."
+            plain(
+                f"Warning: {plural(len(blocked), 'upcoming telehealth session')} on the "
+                "calendar that this client cannot join while deactivated."
+            )
         )
     if detail.appointments:
         appointments = Table(
@@ -408,10 +427,10 @@ def _show_table(detail: ClientDetail, now: datetime) -> None:
             appointments.add_column(name)
         for a in detail.appointments:
             appointments.add_row(
-                a["starts_at"],
-                a["title"],
-                str(a["duration_minutes"]),
-                "yes" if a["telehealth"] else "no",
+                literal(a["starts_at"]),
+                literal(a["title"]),
+                literal(a["duration_minutes"]),
+                literal("yes" if a["telehealth"] else "no"),
             )
         out.print(appointments)
     if detail.enrolments:
@@ -421,9 +440,18 @@ def _show_table(detail: ClientDetail, now: datetime) -> None:
         for name in ("program", "kind", "progress", "state"):
             enrolments.add_column(name)
         for e in detail.enrolments:
-            enrolments.add_row(e["program"], e["kind"], f"{e['progress_percent']}%", e["state"])
+            enrolments.add_row(
+                literal(e["program"]),
+                literal(e["kind"]),
+                literal(f"{e['progress_percent']}%"),
+                literal(e["state"]),
+            )
         out.print(enrolments)
     out.print(
-        "records: "
-        + ", ".join(f"{kind.replace('_', ' ')} {n}" for kind, n in detail.counts.items())
+        plain(
+            "records: "
+            + ", ".join(
+                f"{visible(kind.replace('_', ' '))} {n}" for kind, n in detail.counts.items()
+            )
+        )
     )
