@@ -76,9 +76,11 @@ def test_export_writes_one_private_verified_archive_per_client(cli, practice, en
     }
     with reading(engine) as session:
         events = audit.events(session, action="export")
+    # The trail names the file by the tool's own pattern, never by a path (folders may
+    # carry a client's name, and the trail outlives the client).
     assert [(e.client_id, json.loads(e.detail or "{}")) for e in events] == [
-        (1, {"backup": rows[0]["backup"], "sha256": rows[0]["sha256"]}),
-        (2, {"backup": rows[1]["backup"], "sha256": rows[1]["sha256"]}),
+        (1, {"backup": "client-000001-20261126T090000Z.pbbackup.zip", "sha256": rows[0]["sha256"]}),
+        (2, {"backup": "client-000002-20261126T090000Z.pbbackup.zip", "sha256": rows[1]["sha256"]}),
     ]
 
 
@@ -258,6 +260,7 @@ def test_verify_checks_the_counts_against_the_rows(cli, practice, tmp_path):
         members["records/messages.jsonl"] = b""
         manifest = json.loads(members["manifest.json"])
         manifest["members"]["records/messages.jsonl"] = hashlib.sha256(b"").hexdigest()
+        manifest["sizes"]["records/messages.jsonl"] = 0
         members["manifest.json"] = json.dumps(manifest).encode()
 
     rewrite(path, drop_a_message)

@@ -59,16 +59,21 @@ def delete_events(engine) -> dict[int, dict]:  # type: ignore[no-untyped-def]
         }
 
 
-def assert_safe(engine, db_path: str | None = None) -> None:  # type: ignore[no-untyped-def]
-    """The invariant: every deleted client has a verified backup whose SHA-256 is on record."""
+def assert_safe(engine, db_path: str | None = None, folder: Path | None = None) -> None:  # type: ignore[no-untyped-def]
+    """The invariant: every deleted client has a verified backup whose SHA-256 is on record.
+
+    The trail names the backup file only (a folder may carry a client's name): it is in `folder`.
+    """
     details = delete_events(engine)
     for client_id, status in statuses(engine).items():
         if status != "deleted":
             continue
         detail = details[client_id]
-        manifest = verify_backup(Path(detail["backup"]))
+        assert folder is not None, "a client is deleted: name the folder of its backup"
+        backup = folder / detail["backup"]
+        manifest = verify_backup(backup)
         assert manifest.client_id == client_id
-        assert manifest.sha256 == detail["sha256"] == sha256_of(detail["backup"])
+        assert manifest.sha256 == detail["sha256"] == sha256_of(backup)
     with reading(engine) as session:
         assert audit.verify(session).intact
     if db_path:
@@ -100,8 +105,8 @@ def test_delete_backs_up_then_deletes_and_frees_the_seat(cli, practice, engine, 
     assert os.stat(folder).st_mode & 0o777 == 0o700
 
     events = delete_events(engine)
-    assert events[1] == {"backup": rows[0]["backup"], "sha256": rows[0]["sha256"]}
-    assert events[2] == {"backup": rows[1]["backup"], "sha256": rows[1]["sha256"]}
+    assert events[1] == {"backup": Path(rows[0]["backup"]).name, "sha256": rows[0]["sha256"]}
+    assert events[2] == {"backup": Path(rows[1]["backup"]).name, "sha256": rows[1]["sha256"]}
     with reading(engine) as session:
         event = audit.events(session, client_id=1, action="delete")[-1]
     assert (event.before, event.after, event.reason, event.actor) == (
@@ -119,7 +124,7 @@ def test_delete_backs_up_then_deletes_and_frees_the_seat(cli, practice, engine, 
     ]
     plan = records(cli("plan", "--format", "json").stdout)
     assert (plan["counted"], plan["deleted"]) == (3, 2)
-    assert_safe(engine)
+    assert_safe(engine, folder=folder)
 
 
 def test_deactivated_at_is_kept_and_the_retention_setting_is_used(cli, practice, engine, tmp_path):
@@ -354,11 +359,11 @@ def test_sigkill_at_any_step_never_leaves_a_deleted_client_without_a_backup(
     engine.dispose()
     expected = "deleted" if step == "delete.committed" else "active"
     assert [statuses(engine)[i] for i in (1, 2)] == [expected, expected]
-    assert_safe(engine, db_target)
+    assert_safe(engine, db_target, folder)
     # The next run finishes the job.
     delete_clients(engine, Selection(_refs("1", "2")), Change("t", None, NOW), folder)
     assert [statuses(engine)[i] for i in (1, 2)] == ["deleted", "deleted"]
-    assert_safe(engine, db_target)
+    assert_safe(engine, db_target, folder)
 
 
 @SQLITE_ONLY

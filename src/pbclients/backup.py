@@ -12,7 +12,11 @@ UTC time, never a name or an e-mail) holds:
   recreate one that no longer exists;
 - `audit_events.jsonl`: the client's audit events (its status history);
 - `manifest.json`: format and versions, client id, time, record counts per
-  kind, and the SHA-256 of every other member.
+  kind, and the SHA-256 and size of every other member (backups written
+  before sizes were recorded are still read, under hard ceilings).
+
+Reading treats an archive as untrusted (see "reading and verifying" below):
+bounded memory, every value checked against its column, names never paths.
 
 The file is written under a temporary name in the target folder, fsynced,
 hard-linked to its final name (which never replaces an existing file) and the
@@ -23,11 +27,14 @@ then read back and checked before anyone relies on it.
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
+import lzma
 import os
 import re
 import secrets
+import struct
 import zipfile
 import zlib
 from collections.abc import Iterator, Mapping
@@ -37,7 +44,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import Engine, LargeBinary, Table, func, literal, select, union_all
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Engine,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    TypeDecorator,
+    func,
+    literal,
+    select,
+    union_all,
+)
 from sqlmodel import Session, SQLModel
 
 from pbclients import __version__, audit, clock, faults
@@ -60,6 +80,8 @@ AUDIT_KIND = "audit_events"
 _CHUNK = 1 << 20
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _NAME = re.compile(r"^client-(\d+)-(\d{8}T\d{6}Z)(?:-(\d+))?\.pbbackup\.zip$")
+# What `write_backup` names a file while it writes it (see `remove_stale_temporaries`).
+_TEMPORARY = re.compile(r"^\.client-\d+-\d{8}T\d{6}Z\.pbbackup\.zip\.[0-9a-f]{8}\.tmp$")
 
 
 class BackupInvalid(BadInput):
@@ -132,23 +154,6 @@ def _encode(table: Table, row: Any) -> dict[str, Any]:
             continue
         out[column.name] = clock.iso(value) if isinstance(value, datetime) else value
     return out
-
-
-def decode_row(table: Table, data: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """A JSON object back into column values; an unknown column means a newer format."""
-    unknown = set(data) - set(table.columns.keys())
-    if unknown:
-        raise BackupInvalid(
-            f"The backup's {name} has columns this pbclients does not know "
-            f"({', '.join(sorted(unknown))})",
-            "nothing was restored, use a newer pbclients",
-        )
-    row = dict(data)
-    for column in table.columns:
-        value = row.get(column.name)
-        if isinstance(column.type, UTCDateTime) and isinstance(value, str):
-            row[column.name] = clock.as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
-    return row
 
 
 def _json_bytes(data: Any) -> bytes:
@@ -224,7 +229,13 @@ class _ArchiveWriter:
     def __init__(self, archive: zipfile.ZipFile, now: datetime) -> None:
         self.archive = archive
         self.members: dict[str, str] = {}
-        self.stamp = clock.as_utc(now).timetuple()[:6]
+        self.sizes: dict[str, int] = {}
+        # ZIP stores times from 1980 to 2107 only; the manifest keeps the real time.
+        moment = clock.as_utc(now)
+        inside = 1980 <= moment.year <= 2107
+        self.stamp = (
+            moment.timetuple()[:6] if inside else (max(min(moment.year, 2107), 1980), 1, 1, 0, 0, 0)
+        )
 
     def info(self, name: str) -> zipfile.ZipInfo:
         info = zipfile.ZipInfo(name, date_time=self.stamp)
@@ -236,18 +247,23 @@ class _ArchiveWriter:
         with self.archive.open(self.info(name), "w", force_zip64=len(data) > (1 << 30)) as member:
             member.write(data)
         self.members[name] = hashlib.sha256(data).hexdigest()
+        self.sizes[name] = len(data)
 
     @contextmanager
     def stream(self, name: str) -> Iterator[Any]:
         digest = hashlib.sha256()
+        size = 0
         with self.archive.open(self.info(name), "w", force_zip64=True) as member:
 
             def write(data: bytes) -> None:
+                nonlocal size
                 member.write(data)
                 digest.update(data)
+                size += len(data)
 
             yield write
         self.members[name] = digest.hexdigest()
+        self.sizes[name] = size
 
 
 class _DigestWriter:
@@ -290,8 +306,12 @@ def _os_reason(error: OSError) -> str:
     return error.strerror or str(error)
 
 
-def prepare_folder(folder: Path) -> Path:
-    """The backup folder, created with mode 0700 if missing; BackupFailed if unusable."""
+def prepare_folder(folder: Path, *, sweep: bool = True) -> Path:
+    """The backup folder, created with mode 0700 if missing; BackupFailed if unusable.
+
+    With `sweep` (once per export or delete), temporary files a crashed run left there
+    are removed first.
+    """
     from pbclients.paths import make_private_dir
 
     folder = folder.expanduser().absolute()
@@ -301,7 +321,53 @@ def prepare_folder(folder: Path) -> Path:
         raise BackupFailed(f"Cannot use backup folder {folder}: {_os_reason(error)}.") from None
     if not folder.is_dir():
         raise BackupFailed(f"Cannot use backup folder {folder}: it is a file, not a folder.")
+    if sweep:
+        remove_stale_temporaries(folder)
     return folder
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Remove the temporary files crashed backups left in `folder`; returns how many.
+
+    Only names this pbclients gives its temporary files, and only files no process holds
+    locked: a backup being written right now is locked by its writer, and the kernel
+    drops that lock when the writer dies, whatever killed it.
+    """
+    try:
+        entries = [entry for entry in os.scandir(folder) if _TEMPORARY.match(entry.name)]
+    except OSError:
+        return 0
+    removed = 0
+    for entry in entries:
+        try:
+            descriptor = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # gone already, or a symlink: not ours
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(entry.path)
+            removed += 1
+        except OSError:
+            pass  # being written now, or removed by another run meanwhile
+        finally:
+            os.close(descriptor)
+    return removed
+
+
+def _create_temporary(folder: Path, final_name: str) -> tuple[Path, int]:
+    """A new private temporary file, locked for as long as this process has it open."""
+    for _attempt in range(3):
+        temporary = folder / f".{final_name}.{secrets.token_hex(4)}.tmp"
+        descriptor = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        try:
+            # A sweep may have taken the file between its creation and the lock.
+            if os.stat(temporary).st_ino == os.fstat(descriptor).st_ino:
+                return temporary, descriptor
+        except FileNotFoundError:
+            pass
+        os.close(descriptor)
+    raise OSError(errno.EAGAIN, "its temporary file was removed while it was created")
 
 
 def write_backup(session: Session, client_id: int, folder: Path, now: datetime) -> BackupFile:
@@ -314,12 +380,11 @@ def write_backup(session: Session, client_id: int, folder: Path, now: datetime) 
     client = session.get(Client, client_id)
     if client is None:
         raise UnknownClient(f"There is no client {client_id}; nothing was backed up.")
-    folder = prepare_folder(folder)
+    folder = prepare_folder(folder, sweep=False)
     final_name = backup_name(client_id, now)
-    temporary = folder / f".{final_name}.{secrets.token_hex(4)}.tmp"
     try:
         faults.checkpoint("backup.open")
-        descriptor = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        temporary, descriptor = _create_temporary(folder, final_name)
     except OSError as error:
         raise BackupFailed(
             f"Cannot write the backup of client {client_id} in {folder}: {_os_reason(error)}."
@@ -426,6 +491,9 @@ def _write_manifest(
         "created_at": clock.iso(now),
         "counts": counts,
         "members": dict(sorted(writer.members.items())),
+        # What each member decompresses to: a reader's cap, so a crafted archive cannot
+        # make it decompress more than the writer wrote.
+        "sizes": dict(sorted(writer.sizes.items())),
     }
     with writer.archive.open(writer.info(MANIFEST), "w") as member:
         member.write(_json_bytes(manifest))
@@ -504,84 +572,549 @@ def write_verified_backup(
 
 
 # --- reading and verifying ------------------------------------------------------------
+#
+# A backup is untrusted input: it may come from another machine, an older version, or
+# someone who crafted it. Memory stays bounded whatever a member claims (members are
+# streamed, each with a cap from the manifest and hard ceilings), every value is checked
+# against its column before it is used, and member names are only ever keys, never paths.
+
+MAX_MEMBER_BYTES = 512 << 20  # one member decompressed (a document; databases hold < 1 GB)
+MAX_ARCHIVE_BYTES = 2 << 30  # every member together, decompressed
+MAX_JSON_BYTES = 16 << 20  # manifest.json, client.json, programs.json: parsed whole
+MAX_LINE_BYTES = 16 << 20  # one record of a .jsonl member
+MAX_MEMBERS = 100_000
+MAX_DIRECTORY_BYTES = 32 << 20  # the ZIP's central directory, which zipfile reads whole
+
+_INT32 = (-(1 << 31), (1 << 31) - 1)  # INTEGER on PostgreSQL
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_JSON_MEMBERS = frozenset({MANIFEST, PROFILE, PROGRAMS})
+_FIXED_MEMBERS = frozenset(
+    {PROFILE, PROGRAMS, AUDIT, *(f"records/{kind}.jsonl" for kind in RECORD_MODELS)}
+)
+_DOCUMENT_MEMBER = re.compile(r"^documents/[0-9]{1,10}-[A-Za-z0-9._-]{1,100}$")
+# Everything zipfile and its decompressors raise on a damaged or hostile member.
+_UNREADABLE = (
+    zipfile.BadZipFile, zlib.error, lzma.LZMAError, OSError, EOFError, NotImplementedError,
+    RuntimeError, ValueError,
+)  # fmt: skip
 
 
 def _invalid(path: Path, problem: str) -> BackupInvalid:
     return BackupInvalid(f"Backup {path} {problem}")
 
 
+def _shown(text: object) -> str:
+    """A name or value from the archive as short, printable text (control characters escaped)."""
+    shown = str(text)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return ascii(shown)
+
+
+def _bytes(number: int) -> str:
+    return f"{number / (1 << 20):,.0f} MiB" if number >= 1 << 20 else f"{number:,} bytes"
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    return names.get(type(value), "a number")
+
+
+def known_member(name: str) -> bool:
+    """A member name this pbclients writes (any other name is refused, never used)."""
+    return name in _FIXED_MEMBERS or _DOCUMENT_MEMBER.match(name) is not None
+
+
+class _RowProblem(Exception):
+    """What is wrong with one value; the caller says where (member and line)."""
+
+
+def _value(column: Any, value: Any) -> Any:
+    """A JSON value checked against its column and converted (a datetime for a timestamp)."""
+    name = column.name
+    kind = column.type
+    if isinstance(kind, TypeDecorator) and not isinstance(kind, UTCDateTime):
+        kind = kind.impl_instance  # SQLModel's AutoString is text
+    if value is None:
+        if column.nullable:
+            return None
+        raise _RowProblem(f"{name} is null")
+    if isinstance(kind, UTCDateTime):
+        if not isinstance(value, str) or len(value) > 40:
+            raise _RowProblem(f"{name} is {_json_type(value)}, not a date and time")
+        try:
+            return clock.as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+        except (ValueError, OverflowError):
+            raise _RowProblem(f"{name} {_shown(value)} is not a date and time") from None
+    if isinstance(kind, Boolean):
+        if not isinstance(value, bool):
+            raise _RowProblem(f"{name} is {_json_type(value)}, not true or false")
+        return value
+    if isinstance(kind, Integer):
+        low, high = _INT64 if isinstance(kind, BigInteger) else _INT32
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _RowProblem(f"{name} is {_json_type(value)}, not a whole number")
+        if not low <= value <= high or ((column.primary_key or column.foreign_keys) and value < 1):
+            raise _RowProblem(f"{name} {value} is out of range")
+        return value
+    if isinstance(kind, String):
+        if not isinstance(value, str):
+            raise _RowProblem(f"{name} is {_json_type(value)}, not text")
+        if "\x00" in value:
+            raise _RowProblem(f"{name} holds a NUL character")
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise _RowProblem(f"{name} is not valid Unicode text") from None
+        return value
+    # A binary column travels as its own member, never inside a record; a column type
+    # added later must be checked here before a backup may carry it.
+    raise _RowProblem(f"{name} cannot be given in a record")
+
+
+def decode_row(
+    table: Table, data: Any, where: str, *, derived: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """A JSON object back into checked column values; BackupInvalid naming `where` otherwise.
+
+    `derived` columns are computed by the caller from other values and never taken from
+    the archive; binary columns come from their own members.
+    """
+    if not isinstance(data, dict):
+        raise BackupInvalid(
+            f"The backup's {where} holds {_json_type(data)} where a record belongs",
+            "nothing was written, use another backup",
+        )
+    unknown = set(data) - set(table.columns.keys())
+    if unknown:
+        raise BackupInvalid(
+            f"The backup's {where} has columns this pbclients does not know "
+            f"({', '.join(_shown(name) for name in sorted(unknown)[:5])})",
+            "nothing was written, use a newer pbclients",
+        )
+    row: dict[str, Any] = {}
+    try:
+        for column in table.columns:
+            if column.name in derived:
+                continue
+            if isinstance(column.type, LargeBinary):
+                if column.name in data:
+                    raise _RowProblem(f"{column.name} cannot be given in a record")
+                continue
+            if column.name not in data:
+                if column.primary_key or (not column.nullable and column.default is None):
+                    raise _RowProblem(f"{column.name} is missing")
+                continue
+            row[column.name] = _value(column, data[column.name])
+    except _RowProblem as problem:
+        raise BackupInvalid(
+            f"The backup's {where} is not valid ({problem})",
+            "nothing was written, use another backup",
+        ) from None
+    return row
+
+
+def _directory(handle: IO[bytes]) -> tuple[int, int]:
+    """(members, bytes) of a ZIP's central directory as its end record states them.
+
+    Read before zipfile parses the directory, which it holds in memory whole. (0, 0) when
+    no end record is found: zipfile then refuses the file itself.
+    """
+    size = handle.seek(0, os.SEEK_END)
+    start = max(0, size - (22 + 0xFFFF))
+    handle.seek(start)
+    tail = handle.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        return 0, 0
+    entries, length = struct.unpack("<HI", tail[at + 10 : at + 16])
+    if (entries == 0xFFFF or length == 0xFFFFFFFF) and tail[at - 20 : at - 16] == b"PK\x06\x07":
+        (offset,) = struct.unpack("<Q", tail[at - 12 : at - 4])
+        handle.seek(offset)
+        record = handle.read(56)
+        if record[:4] == b"PK\x06\x06":
+            entries, length = struct.unpack("<QQ", record[32:48])
+    return entries, length
+
+
+def _check_manifest(path: Path, manifest: Any) -> None:
+    """Every manifest value has the type and range it must have, before any is used."""
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise _invalid(path, "is not a pbclients backup")
+    version = manifest.get("format_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise BackupInvalid(
+            f"Backup {path} has format version {version}, newer than this pbclients reads "
+            f"({FORMAT_VERSION})",
+            "nothing was written, use a newer pbclients",
+        )
+    members = manifest.get("members")
+    counts = manifest.get("counts")
+    sizes = manifest.get("sizes", {})
+    client_id = manifest.get("client_id")
+    created_at = manifest.get("created_at")
+    problems = [
+        not isinstance(version, int) or isinstance(version, bool) or version < 1,
+        not isinstance(client_id, int) or isinstance(client_id, bool),
+        not isinstance(client_id, int) or not 1 <= client_id <= _INT32[1],
+        not isinstance(members, dict)
+        or not isinstance(counts, dict)
+        or not isinstance(sizes, dict),
+        not isinstance(created_at, str) or len(created_at) > 40,
+        not isinstance(manifest.get("pbclients_version", ""), str),
+        not isinstance(manifest.get("schema_version"), str | None),
+    ]
+    if any(problems):
+        raise _invalid(path, "has an incomplete manifest")
+    assert isinstance(members, dict) and isinstance(counts, dict) and isinstance(sizes, dict)
+    try:
+        clock.as_utc(datetime.fromisoformat(str(created_at).replace("Z", "+00:00")))
+    except (ValueError, OverflowError):
+        raise _invalid(path, "has an incomplete manifest (created_at is not a time)") from None
+    if len(members) > MAX_MEMBERS:
+        raise _invalid(path, f"lists more than {MAX_MEMBERS:,} members")
+    for name, digest in members.items():
+        if not known_member(name):
+            raise _invalid(path, f"lists a member pbclients never writes ({_shown(name)})")
+        if not isinstance(digest, str) or not _SHA256.match(digest):
+            raise _invalid(path, f"has an incomplete manifest (no checksum for {name})")
+    for kind, number in counts.items():
+        if kind not in (*RECORD_MODELS, AUDIT_KIND):
+            raise _invalid(path, f"counts records of an unknown kind ({_shown(kind)})")
+        if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+            raise _invalid(path, f"has an incomplete manifest (the count of {kind})")
+    for name, size in sizes.items():
+        if name not in members or isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise _invalid(path, f"has an incomplete manifest (the size of {_shown(name)})")
+
+
 class BackupArchive:
     """An open backup whose members are checked against the manifest as they are read."""
 
-    def __init__(self, path: Path, archive: zipfile.ZipFile, manifest: dict[str, Any]) -> None:
+    def __init__(
+        self, path: Path, handle: IO[bytes], archive: zipfile.ZipFile, manifest: dict[str, Any]
+    ) -> None:
         self.path = path
+        self.handle = handle
         self.archive = archive
         self.manifest = manifest
         self.members: dict[str, str] = manifest["members"]
+        self.sizes: dict[str, int] = manifest.get("sizes", {})
+        self.client_id: int = manifest["client_id"]
+        # Filled by `verify`: the programs the enrolments refer to (the only ones restored).
+        self.programs_used: frozenset[int] = frozenset()
 
-    def read(self, name: str) -> bytes:
+    def cap(self, name: str) -> int:
+        """The most a member may decompress to: its manifest size, under a hard ceiling."""
+        ceiling = MAX_JSON_BYTES if name in _JSON_MEMBERS else MAX_MEMBER_BYTES
+        return min(self.sizes.get(name, ceiling), ceiling)
+
+    def check_sizes(self) -> None:
+        """Refuse, before anything is decompressed, members larger than they may be."""
+        total = 0
+        for info in self.archive.infolist():
+            total += info.file_size
+            if info.filename not in self.members:
+                continue
+            declared = self.sizes.get(info.filename)
+            if declared is not None and info.file_size != declared:
+                raise _invalid(self.path, f"is damaged ({info.filename} does not match its "
+                               "checksum: its size differs from the manifest's)")  # fmt: skip
+            if info.file_size > self.cap(info.filename):
+                raise self._too_large(info.filename)
+        if total > MAX_ARCHIVE_BYTES:
+            raise _invalid(
+                self.path,
+                f"would decompress to {_bytes(total)}, more than the {_bytes(MAX_ARCHIVE_BYTES)} "
+                "pbclients reads from one backup",
+            )
+
+    def _too_large(self, name: str) -> BackupInvalid:
+        return _invalid(
+            self.path,
+            f"is refused: {name} decompresses to more than {_bytes(self.cap(name))} "
+            "(its manifest's size or pbclients' limit)",
+        )
+
+    def stream(self, name: str) -> Iterator[bytes]:
+        """A member's bytes, chunk by chunk; BackupInvalid if it is not what the manifest says.
+
+        Stops as soon as the member passes its cap; the checksum (and size) is compared
+        after the last chunk, so a caller acts on the data only inside a transaction it
+        can roll back, or after the stream is exhausted.
+        """
         expected = self.members.get(name)
         if expected is None:
-            raise _invalid(self.path, f"does not list {name} in its manifest")
+            raise _invalid(self.path, f"does not list {_shown(name)} in its manifest")
+        cap = self.cap(name)
         try:
-            data = self.archive.read(name)
-        except (KeyError, zipfile.BadZipFile, zlib.error, OSError, EOFError):
+            info = self.archive.getinfo(name)
+        except KeyError:
             raise _invalid(self.path, f"has an unreadable member {name}") from None
-        if hashlib.sha256(data).hexdigest() != expected:
+        if info.file_size > cap:
+            raise self._too_large(name)
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            member = self.archive.open(info)
+        except _UNREADABLE:
+            raise _invalid(self.path, f"is damaged ({name} cannot be read)") from None
+        with member:
+            while True:
+                try:
+                    chunk = member.read(_CHUNK)
+                except _UNREADABLE:
+                    raise _invalid(self.path, f"is damaged ({name} cannot be read)") from None
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > cap:
+                    raise self._too_large(name)
+                digest.update(chunk)
+                yield chunk
+        if digest.hexdigest() != expected or self.sizes.get(name, size) != size:
             raise _invalid(self.path, f"is damaged ({name} does not match its checksum)")
-        return data
+
+    def read(self, name: str) -> bytes:
+        return b"".join(self.stream(name))
 
     def json(self, name: str) -> Any:
+        data = self.read(name)
         try:
-            return json.loads(self.read(name))
-        except ValueError:
+            return json.loads(data)
+        except (ValueError, RecursionError):
             raise _invalid(self.path, f"has a malformed {name}") from None
 
-    def lines(self, name: str) -> list[dict[str, Any]]:
+    def lines(self, name: str) -> Iterator[tuple[int, Any]]:
+        """(line number, parsed JSON) of every non-blank line, one line in memory at a time."""
+        buffer = bytearray()
+        number = 0
+        for chunk in self.stream(name):
+            buffer += chunk
+            start = 0
+            while (end := buffer.find(b"\n", start)) >= 0:
+                number += 1
+                line = bytes(buffer[start:end])
+                start = end + 1
+                if line.strip():
+                    yield number, self._parse(name, number, line)
+            del buffer[:start]
+            if len(buffer) > MAX_LINE_BYTES:
+                raise _invalid(
+                    self.path,
+                    f"has a record longer than {_bytes(MAX_LINE_BYTES)} on line {number + 1} "
+                    f"of {name}",
+                )
+        if bytes(buffer).strip():
+            yield number + 1, self._parse(name, number + 1, bytes(buffer))
+
+    def _parse(self, name: str, number: int, line: bytes) -> Any:
+        if len(line) > MAX_LINE_BYTES:
+            raise _invalid(
+                self.path,
+                f"has a record longer than {_bytes(MAX_LINE_BYTES)} on line {number} of {name}",
+            )
         try:
-            return [json.loads(line) for line in self.read(name).splitlines() if line.strip()]
-        except ValueError:
-            raise _invalid(self.path, f"has a malformed {name}") from None
+            return json.loads(line)
+        except (ValueError, RecursionError):
+            raise _invalid(self.path, f"has a malformed {name} (line {number})") from None
+
+    def decode(self, table: Table, data: Any, where: str, **options: Any) -> dict[str, Any]:
+        try:
+            return decode_row(table, data, where, **options)
+        except BackupInvalid as error:
+            raise _invalid(
+                self.path, f"is refused: {error.detail[len('The backup') + 3 :]}"
+            ) from None
+
+    def profile(self) -> dict[str, Any]:
+        """The client's row, checked; its e-mail key is derived again by the caller."""
+        row = self.decode(
+            table_of(Client), self.json(PROFILE), PROFILE, derived=frozenset({"email_key"})
+        )
+        if row["id"] != self.client_id:
+            raise _invalid(self.path, "has a profile that does not match its manifest")
+        return row
+
+    def programs(self) -> list[dict[str, Any]]:
+        """The programs the backup names, checked; each id once."""
+        data = self.json(PROGRAMS)
+        if not isinstance(data, list):
+            raise _invalid(self.path, f"holds {_json_type(data)} where {PROGRAMS} has a list")
+        table = table_of(Program)
+        rows = [self.decode(table, item, f"{PROGRAMS} item {n}") for n, item in enumerate(data, 1)]
+        if len({row["id"] for row in rows}) != len(rows):
+            raise _invalid(self.path, f"names a program twice in {PROGRAMS}")
+        return rows
+
+    def records(self, kind: str) -> Iterator[tuple[str, dict[str, Any], str | None]]:
+        """(where, row, document member) of every record of one kind, each checked.
+
+        A record must belong to the backup's client, and ids must rise line by line (as
+        the writer orders them), so none is inserted twice without keeping a set of ids.
+        """
+        table = table_of(RECORD_MODELS[kind])
+        name = f"records/{kind}.jsonl"
+        last = 0
+        for number, data in self.lines(name):
+            where = f"line {number} of {name}"
+            member = None
+            if kind == "documents" and isinstance(data, dict):
+                data = dict(data)
+                member = data.pop("content_member", None)
+                sha256 = data.pop("content_sha256", None)
+                if (
+                    not isinstance(member, str)
+                    or _DOCUMENT_MEMBER.match(member) is None
+                    or self.members.get(member) != sha256
+                ):
+                    raise _invalid(self.path, f"lacks the file of the document on {where}")
+            row = self.decode(table, data, where)
+            if row["client_id"] != self.client_id:
+                raise _invalid(
+                    self.path,
+                    f"holds a record of client {row['client_id']} on {where} (it is a backup "
+                    f"of client {self.client_id})",
+                )
+            if row["id"] <= last:
+                raise _invalid(self.path, f"repeats or reorders record id {row['id']} on {where}")
+            last = row["id"]
+            yield where, row, member
+
+    def verify(
+        self,
+        expected_counts: Mapping[str, int] | None = None,
+        *,
+        expected_sha256: str | None = None,
+    ) -> Manifest:
+        """Every member against its checksum, every value against its column, counts."""
+        path = self.path
+        names = self.archive.namelist()
+        if len(names) != len(set(names)) or set(names) != {*self.members, MANIFEST}:
+            raise _invalid(path, "holds other members than its manifest lists")
+        for name in self.members:
+            for _chunk in self.stream(name):
+                pass
+        self.profile()
+        programs = {row["id"] for row in self.programs()}
+        counts: dict[str, int] = {str(k): v for k, v in self.manifest["counts"].items()}
+        used: set[int] = set()
+        methods: set[int] = set()
+        for kind in RECORD_MODELS:
+            number = 0
+            for where, row, _member in self.records(kind):
+                number += 1
+                if kind == "enrolments":
+                    if row["program_id"] not in programs:
+                        raise _invalid(path, f"enrols the client in a program it lacks on {where}")
+                    if row["program_id"] in used:
+                        raise _invalid(path, f"enrols the client in a program twice on {where}")
+                    used.add(row["program_id"])
+                elif kind == "payment_methods":
+                    methods.add(row["id"])
+                elif kind == "payment_plans" and row.get("payment_method_id") not in (
+                    None,
+                    *methods,
+                ):
+                    raise _invalid(path, f"refers to a payment method it lacks on {where}")
+            if counts.get(kind) != number:
+                raise _invalid(
+                    path, f"holds {number} {kind} where its manifest says {counts.get(kind)}"
+                )
+        number = 0
+        for line, event in self.lines(AUDIT):
+            if not isinstance(event, dict):
+                raise _invalid(path, f"holds {_json_type(event)} on line {line} of {AUDIT}")
+            number += 1
+        if counts.get(AUDIT_KIND) != number:
+            raise _invalid(
+                path,
+                f"holds {number} {AUDIT_KIND} where its manifest says {counts.get(AUDIT_KIND)}",
+            )
+        self.programs_used = frozenset(used)
+        try:
+            sha256 = _handle_sha256(self.handle)
+        except OSError as error:
+            raise _invalid(path, f"cannot be read again ({error.strerror or error})") from None
+        if expected_sha256 is not None and sha256 != expected_sha256:
+            raise _invalid(path, "changed on disk after it was written (its SHA-256 differs)")
+        if expected_counts is not None:
+            for kind, expected in expected_counts.items():
+                if counts.get(kind) != expected:
+                    raise BackupInvalid(
+                        f"Backup {path} holds {counts.get(kind)} {kind.replace('_', ' ')} of "
+                        f"client {self.client_id} but the database has {expected} (the client "
+                        "changed while it was written)"
+                    )
+        manifest = self.manifest
+        return Manifest(
+            path=path.absolute(),
+            sha256=sha256,
+            format_version=int(manifest["format_version"]),
+            pbclients_version=str(manifest.get("pbclients_version")),
+            schema_version=manifest.get("schema_version"),
+            client_id=self.client_id,
+            created_at=str(manifest["created_at"]),
+            counts=counts,
+            members=self.members,
+        )
 
 
 @contextmanager
 def open_backup(path: Path) -> Iterator[BackupArchive]:
-    """Open a backup and parse its manifest; BackupInvalid if that is not possible."""
+    """Open a backup and check its manifest; BackupInvalid if that is not possible.
+
+    The file is opened once: everything read through the archive (and the SHA-256 of the
+    whole file) comes from that one open file, even if the path is replaced meanwhile.
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise BackupInvalid(f"There is no backup file {path}", "check the path")
     try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError):
-        raise _invalid(path, "is not a readable backup archive") from None
-    with archive:
+        handle = open(path, "rb")  # noqa: SIM115 (closed below, after the archive)
+    except OSError as error:
+        raise _invalid(path, f"cannot be read ({error.strerror or error})") from None
+    with handle:
         try:
-            manifest = json.loads(archive.read(MANIFEST))
-        except KeyError:
-            raise _invalid(path, "has no manifest.json (it is not a pbclients backup)") from None
-        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError):
-            raise _invalid(path, "has an unreadable manifest.json") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise _invalid(path, "is not a pbclients backup")
-        version = manifest.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise BackupInvalid(
-                f"Backup {path} has format version {version}, newer than this pbclients reads "
-                f"({FORMAT_VERSION})",
-                "nothing was written, use a newer pbclients",
-            )
-        if not isinstance(manifest.get("members"), dict) or not isinstance(
-            manifest.get("counts"), dict
-        ):
-            raise _invalid(path, "has an incomplete manifest")
-        yield BackupArchive(path, archive, manifest)
+            entries, length = _directory(handle)
+        except OSError:
+            raise _invalid(path, "is not a readable backup archive") from None
+        if entries > MAX_MEMBERS + 1 or length > MAX_DIRECTORY_BYTES:
+            raise _invalid(path, f"holds more than {MAX_MEMBERS:,} members")
+        try:
+            archive = zipfile.ZipFile(handle)
+        except _UNREADABLE:
+            raise _invalid(path, "is not a readable backup archive") from None
+        with archive:
+            try:
+                info = archive.getinfo(MANIFEST)
+            except KeyError:
+                raise _invalid(
+                    path, "has no manifest.json (it is not a pbclients backup)"
+                ) from None
+            if info.file_size > MAX_JSON_BYTES:
+                raise _invalid(
+                    path, f"is refused: its manifest.json is larger than {_bytes(MAX_JSON_BYTES)}"
+                )
+            try:
+                with archive.open(info) as member:
+                    raw = member.read(MAX_JSON_BYTES + 1)
+                manifest = json.loads(raw)
+            except (*_UNREADABLE, RecursionError):
+                raise _invalid(path, "has an unreadable manifest.json") from None
+            _check_manifest(path, manifest)
+            opened = BackupArchive(path, handle, archive, manifest)
+            opened.check_sizes()
+            yield opened
 
 
-def _file_sha256(path: Path) -> str:
+def _handle_sha256(handle: IO[bytes]) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
+    handle.seek(0)
+    while chunk := handle.read(_CHUNK):
+        digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -591,70 +1124,27 @@ def verify_backup(
     *,
     expected_sha256: str | None = None,
 ) -> Manifest:
-    """Re-check a backup: every member against its checksum, counts against the records.
+    """Re-check a backup: every member against its checksum, every value against its column,
+    counts against the records.
 
     `expected_counts` (records per kind in the database) and `expected_sha256`
     (what the writer hashed) are compared when given. Raises BackupInvalid.
     """
-    path = Path(path).expanduser()
     with open_backup(path) as opened:
-        archive = opened.archive
-        manifest = opened.manifest
-        members: dict[str, str] = manifest["members"]
-        names = archive.namelist()
-        if len(names) != len(set(names)) or set(names) != {*members, MANIFEST}:
-            raise _invalid(path, "holds other members than its manifest lists")
-        for name, expected in members.items():
-            digest = hashlib.sha256()
-            try:
-                with archive.open(name) as member:
-                    while chunk := member.read(_CHUNK):
-                        digest.update(chunk)
-            except (zipfile.BadZipFile, zlib.error, OSError, EOFError):
-                raise _invalid(path, f"is damaged ({name} cannot be read)") from None
-            if digest.hexdigest() != expected:
-                raise _invalid(path, f"is damaged ({name} does not match its checksum)")
-        profile = opened.json(PROFILE)
-        client_id = manifest.get("client_id")
-        if not isinstance(profile, dict) or profile.get("id") != client_id:
-            raise _invalid(path, "has a profile that does not match its manifest")
-        counts = {str(k): v for k, v in manifest["counts"].items()}
-        for kind in (*RECORD_MODELS, AUDIT_KIND):
-            name = AUDIT if kind == AUDIT_KIND else f"records/{kind}.jsonl"
-            rows = opened.lines(name)
-            if counts.get(kind) != len(rows):
-                raise _invalid(
-                    path, f"holds {len(rows)} {kind} where its manifest says {counts.get(kind)}"
-                )
-            if kind == "documents":
-                for row in rows:
-                    if members.get(str(row.get("content_member"))) != row.get("content_sha256"):
-                        raise _invalid(path, f"lacks the file of document {row.get('id')}")
-    try:
-        sha256 = _file_sha256(path)
-    except OSError as error:
-        raise _invalid(path, f"cannot be read again ({error.strerror or error})") from None
-    if expected_sha256 is not None and sha256 != expected_sha256:
-        raise _invalid(path, "changed on disk after it was written (its SHA-256 differs)")
-    if expected_counts is not None:
-        for kind, number in expected_counts.items():
-            if counts.get(kind) != number:
-                raise BackupInvalid(
-                    f"Backup {path} holds {counts.get(kind)} {kind.replace('_', ' ')} of client "
-                    f"{client_id} but the database has {number} (the client changed while it "
-                    "was written)"
-                )
-    return Manifest(
-        path=path.absolute(),
-        sha256=sha256,
-        format_version=int(manifest["format_version"]),
-        pbclients_version=str(manifest.get("pbclients_version")),
-        schema_version=manifest.get("schema_version"),
-        client_id=int(str(client_id)),
-        created_at=str(manifest.get("created_at")),
-        counts=counts,
-        members=members,
-    )
+        return opened.verify(expected_counts, expected_sha256=expected_sha256)
+
+
+def audit_name(path: Path, client_id: int | None = None, created_at: str | None = None) -> str:
+    """How the audit trail names a backup: the tool's own file name pattern, never a path.
+
+    A path (its folders, or a file renamed by hand) may carry a client's name, and the
+    trail outlives the client. A name outside the pattern is replaced by the name the
+    tool gives a backup of `client_id` written at `created_at`.
+    """
+    if _NAME.match(path.name) or client_id is None or created_at is None:
+        return path.name if _NAME.match(path.name) else "(renamed backup)"
+    moment = clock.as_utc(datetime.fromisoformat(created_at.replace("Z", "+00:00")))
+    return backup_name(client_id, moment)
 
 
 def backup_files(folder: Path) -> list[Path]:
@@ -719,7 +1209,7 @@ def export_clients(engine: Engine, selection: Selection, folder: Path, change: C
             (
                 audit.NewEvent(
                     "export", r.client_id, r.before, r.after,
-                    {"backup": r.backup, "sha256": r.sha256},
+                    {"backup": audit_name(Path(str(r.backup))), "sha256": r.sha256},
                 )
                 for r in results
                 if r.outcome is Outcome.EXPORTED

@@ -251,7 +251,7 @@ def delete_clients(
                     r.before,
                     Status.DELETED.value,
                     {
-                        "backup": backups[int(r.client_id or 0)][0],
+                        "backup": Path(backups[int(r.client_id or 0)][0]).name,
                         "sha256": backups[int(r.client_id or 0)][1],
                     },
                 )

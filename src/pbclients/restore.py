@@ -10,6 +10,7 @@ against its checksum again as it is read. Restoring never notifies the client.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,14 +21,11 @@ from sqlmodel import Session
 
 from pbclients import audit, clock, faults
 from pbclients.backup import (
-    PROFILE,
-    PROGRAMS,
     BackupArchive,
     Manifest,
-    decode_row,
+    audit_name,
     open_backup,
     table_of,
-    verify_backup,
 )
 from pbclients.db import is_sqlite, reading, writing
 from pbclients.errors import BadInput
@@ -56,14 +54,17 @@ def restore_backup(engine: Engine, path: Path, change: Change, *, dry_run: bool 
     Works whether the client was purged already (its rows are recreated, with
     the same ids where they are free) or is still pending purge (it is
     undeleted and any record missing from the database is put back). The
-    archive is verified first: a damaged one is refused (exit 3) and nothing is
-    written; so is an e-mail that now belongs to another client (exit 3) and a
-    restore past the plan limit (exit 6). All in one transaction.
+    archive is untrusted: it is verified first (every checksum, every value
+    against its column, sizes capped) and a damaged or crafted one is refused
+    (exit 3) with nothing written; so is an e-mail that now belongs to another
+    client (exit 3) and a restore past the plan limit (exit 6). All in one
+    transaction; every member is checked again as it is read, so a file changed
+    meanwhile rolls it back.
     """
-    manifest = verify_backup(path)
     reference = str(path)
-    with open_backup(manifest.path) as archive:
-        profile = archive.json(PROFILE)
+    with open_backup(Path(path)) as archive:
+        manifest = archive.verify()
+        profile = archive.profile()
         if dry_run:
             with reading(engine) as session:
                 plan = _plan_restore(session, manifest, profile)
@@ -76,7 +77,12 @@ def restore_backup(engine: Engine, path: Path, change: Change, *, dry_run: bool 
                 return _restore_batch(reference, manifest, plan, Outcome.UNCHANGED, None)
             client_id = _restore_rows(session, archive, profile, plan, change.at)
             faults.checkpoint("restore.rows-written")
-            detail: dict[str, Any] = {"backup": str(manifest.path), "sha256": manifest.sha256}
+            # The file's checksum and the tool's own name for it: the path it was given
+            # may carry a client's name, and the trail outlives the client.
+            detail: dict[str, Any] = {
+                "backup": audit_name(manifest.path, manifest.client_id, manifest.created_at),
+                "sha256": manifest.sha256,
+            }
             if client_id != plan.backup_client_id:
                 detail["backup_client_id"] = plan.backup_client_id
             audit.append(
@@ -129,19 +135,24 @@ def _restore_batch(
     )
 
 
+def email_key(email: str) -> str:
+    """The key an e-mail is unique by, as `add` derives it: never taken from a backup."""
+    return email.casefold()
+
+
 def _plan_restore(session: Session, manifest: Manifest, profile: dict[str, Any]) -> _RestorePlan:
     backup_id = manifest.client_id
-    email = str(profile.get("email"))
-    email_key = str(profile.get("email_key") or email.casefold())
+    email = str(profile["email"])
+    key = email_key(email)
     existing = session.get(Client, backup_id)
     same = (
         existing is not None
-        and existing.email_key == email_key
-        and clock.iso(existing.created_at) == profile.get("created_at")
+        and existing.email_key == key
+        and clock.as_utc(existing.created_at) == profile["created_at"]
     )
     if existing is not None and same and existing.status != Status.DELETED.value:
         return _RestorePlan(backup_id, backup_id, email, PURGED, True, existing.status)
-    owner = live_email_owners(session, [email_key]).get(email_key)
+    owner = live_email_owners(session, [key]).get(key)
     if owner is not None:
         raise BadInput(
             f"The backup's e-mail {email} now belongs to client {owner}; nothing was "
@@ -176,7 +187,7 @@ def _restore_rows(
         )
         client_id = plan.client_id
     else:
-        row = {**decode_row(client_table, profile, PROFILE), **restored_state}
+        row = {**profile, "email_key": email_key(profile["email"]), **restored_state}
         if not plan.client_id:
             row.pop("id")
             client_id = int(
@@ -190,36 +201,51 @@ def _restore_rows(
     touched.append(table_of(Program))
     for kind, model in RECORD_MODELS.items():
         table = table_of(model)
-        rows = [
-            _record(archive, table, kind, data) for data in archive.lines(f"records/{kind}.jsonl")
-        ]
-        id_maps[kind] = _insert_records(session, archive, table, kind, rows, client_id, id_maps)
+        mapping: dict[int, int] = {}
+        # A bounded number of rows in memory; a document (its file included) one at a time.
+        size = 1 if kind == "documents" else _CHUNK_ROWS
+        for rows in _batched(archive.records(kind), size):
+            records = [_record(archive, row, member) for _where, row, member in rows]
+            mapping.update(_insert_records(session, table, kind, records, client_id, id_maps))
+        if kind == "payment_methods":  # the only ids another kind refers to
+            id_maps[kind] = mapping
         touched.append(table)
     _advance_sequences(session, touched)
     return client_id
 
 
-def _record(
-    archive: BackupArchive, table: Table, kind: str, data: dict[str, Any]
-) -> dict[str, Any]:
-    """One record from the archive as column values; a document gets its file back."""
-    if kind != "documents":
-        return decode_row(table, data, f"records/{kind}.jsonl")
-    data = dict(data)
-    member = str(data.pop("content_member", ""))
-    data.pop("content_sha256", None)
-    row = decode_row(table, data, f"records/{kind}.jsonl")
-    row["content"] = archive.read(member)
+_CHUNK_ROWS = 500
+
+
+def _batched(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _record(archive: BackupArchive, row: dict[str, Any], member: str | None) -> dict[str, Any]:
+    """One checked record; a document gets its file back (checked against its checksum)."""
+    if member is not None:
+        row = {**row, "content": archive.read(member)}
     return row
 
 
 def _restore_programs(session: Session, archive: BackupArchive) -> dict[int, int]:
-    """Map the backup's program ids to this database's, recreating a missing program."""
+    """Map the backup's program ids to this database's, recreating a missing program.
+
+    Only the programs the backup's enrolments refer to: a crafted list cannot add others.
+    """
     table = table_of(Program)
     mapping: dict[int, int] = {}
-    for data in archive.json(PROGRAMS):
-        row = decode_row(table, data, PROGRAMS)
+    for row in archive.programs():
         old_id = int(row["id"])
+        if old_id not in archive.programs_used:
+            continue
         name = str(row["name"])
         by_id = session.execute(
             select(table.c.id, table.c.name).where(table.c.id == old_id)
@@ -246,14 +272,14 @@ def _restore_programs(session: Session, archive: BackupArchive) -> dict[int, int
 
 def _insert_records(
     session: Session,
-    archive: BackupArchive,
     table: Table,
     kind: str,
     rows: list[dict[str, Any]],
     client_id: int,
     id_maps: dict[str, dict[int, int]],
 ) -> dict[int, int]:
-    """Insert one kind of record: same ids where free, new ids otherwise; old id -> new id."""
+    """Insert checked records of one kind: same ids where free, new ids otherwise;
+    old id -> new id."""
     mapping: dict[int, int] = {}
     if not rows:
         return mapping
@@ -279,9 +305,8 @@ def _insert_records(
             ).first():
                 continue
         if kind == "payment_plans" and row.get("payment_method_id") is not None:
-            row["payment_method_id"] = id_maps["payment_methods"].get(
-                int(row["payment_method_id"]), row["payment_method_id"]
-            )
+            # Verified: the method is in the backup, so it was restored (or kept) first.
+            row["payment_method_id"] = id_maps["payment_methods"][int(row["payment_method_id"])]
         if old_id in taken:
             row.pop("id")
             mapping[old_id] = int(
