@@ -600,3 +600,164 @@ def test_on_a_terminal_purge_asks_stating_count_and_irreversibility(
     else:
         assert rest.strip().splitlines()[-1].startswith("Purged 2 clients permanently (batch ")
         assert client_ids(engine) == [1, 3, 5]
+
+
+# -- PostgreSQL: the session lock dies with its connection ---------------------------------
+
+
+def terminate_lock_holder(db_target: str) -> int:
+    """Kill the backend holding purge's advisory lock, as a server restart or an operator's
+    pg_terminate_backend would; returns how many backends were terminated.
+
+    Only once it is idle, i.e. the purge has taken the lock and moved on (to its chunks, or
+    to waiting at a fault-injection checkpoint)."""
+    import psycopg
+
+    with psycopg.connect(db_target, autocommit=True) as admin:
+        killed = admin.execute(
+            "SELECT pg_terminate_backend(l.pid) FROM pg_locks AS l "
+            "JOIN pg_stat_activity AS a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+            "AND l.objid = 7310003 AND a.state = 'idle' AND l.database = (SELECT oid "
+            "FROM pg_database WHERE datname = current_database())"
+        ).fetchall()
+    return len(killed)
+
+
+def kill_lock_after_first_chunk(monkeypatch, db_target: str) -> list[int]:  # type: ignore[no-untyped-def]
+    from pbclients import faults
+
+    checkpoint = faults.checkpoint
+    killed: list[int] = []
+
+    def meanwhile(step: str) -> None:
+        checkpoint(step)
+        if step == "purge.committed" and not killed:
+            killed.append(terminate_lock_holder(db_target))
+
+    monkeypatch.setattr(faults, "checkpoint", meanwhile)
+    return killed
+
+
+def test_a_purge_whose_lock_was_lost_stops_before_its_next_chunk(
+    engine, practice, db_target, monkeypatch
+):
+    if "://" not in db_target:
+        pytest.skip("SQLite's flock lives as long as the process; only a server can drop it")
+    from pbclients.purge import PurgeStopped
+
+    mark_deleted(engine, [1, 2, 3])
+    killed = kill_lock_after_first_chunk(monkeypatch, db_target)
+
+    with pytest.raises(PurgeStopped) as stopped:
+        purge(engine, at(NOW), chunk_size=1)
+
+    assert killed == [1]
+    assert (stopped.value.purged, stopped.value.chunks) == (1, 1)
+    assert stopped.value.exit_code == 5
+    assert "the 1 client(s) of its first 1 chunk(s) (batch " in str(stopped.value)
+    # Only the first chunk went; the next one was never started without the lock.
+    assert client_ids(engine) == [2, 3, 4, 5]
+    assert [e.client_id for e in purge_events(engine)] == [1]
+    assert {e.batch_id for e in purge_events(engine)} == {stopped.value.batch_id}
+    assert trail_intact(engine)
+    # The lock is free again (it died with its connection): the next run finishes the job.
+    monkeypatch.undo()
+    assert purge(engine, at(NOW)).changing == 2
+    assert client_ids(engine) == [4, 5]
+
+
+def test_a_lost_lock_before_any_chunk_purges_nothing(engine, practice, db_target, monkeypatch):
+    if "://" not in db_target:
+        pytest.skip("SQLite's flock lives as long as the process; only a server can drop it")
+    from pbclients import faults
+    from pbclients.purge import PurgeStopped
+
+    mark_deleted(engine, [2])
+    checkpoint = faults.checkpoint
+
+    def meanwhile(step: str) -> None:
+        checkpoint(step)
+        if step == "purge.locked":
+            assert terminate_lock_holder(db_target) == 1
+
+    monkeypatch.setattr(faults, "checkpoint", meanwhile)
+    with pytest.raises(PurgeStopped, match="nothing was purged, run purge again to finish"):
+        purge(engine, at(NOW))
+    assert client_ids(engine) == [1, 2, 3, 4, 5]
+    assert purge_events(engine) == []
+
+
+def test_cron_purge_that_lost_its_lock_exits_5_and_logs_what_it_committed(
+    cli, engine, practice, db_target, monkeypatch, isolated_home
+):
+    if "://" not in db_target:
+        pytest.skip("SQLite's flock lives as long as the process; only a server can drop it")
+    from pbclients.purge import CHUNK
+
+    # A full chunk and one client more (client 1 and ids 100-1099), so there is a next
+    # chunk to stop before.
+    first_new, extra = 100, CHUNK
+    with writing(engine) as session:
+        session.execute(
+            insert(Client),
+            [
+                {"id": first_new + i, "email": f"c{i}@x.org", "email_key": f"c{i}@x.org",
+                 "first_name": "C", "last_name": str(i), "created_at": NOW}
+                for i in range(extra)
+            ],
+        )  # fmt: skip
+    mark_deleted(engine, [1, *range(first_new, first_new + extra)])
+    killed = kill_lock_after_first_chunk(monkeypatch, db_target)
+    monkeypatch.setenv("PBCLIENTS_NOW", "2026-11-26T09:00:00Z")
+
+    result = cli("purge", "--yes")
+
+    assert killed == [1]
+    assert result.exit_code == 5
+    assert result.stdout == ""
+    assert result.stderr.startswith("Error: The purge lost its database lock (the PostgreSQL ")
+    assert f"the {CHUNK} client(s) of its first 1 chunk(s) (batch " in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert client_ids(engine) == [2, 3, 4, 5, first_new + extra - 1]
+    assert len(purge_events(engine)) == CHUNK
+    [line] = log_lines(isolated_home)
+    assert f" purged={CHUNK} chunks=1 stopped=lock-lost exit=5 " in line
+    assert trail_intact(engine)
+
+
+def test_after_a_lost_lock_a_second_purge_takes_over_and_the_first_never_resumes(
+    engine, practice, db_target, tmp_path, isolated_home
+):
+    if "://" not in db_target:
+        pytest.skip("SQLite's flock lives as long as the process; only a server can drop it")
+    mark_deleted(engine, [2, 4])
+    release = tmp_path / "release"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "pbclients", "--db", db_target, "purge", "--yes"],
+        env={**os.environ, "PBCLIENTS_NOW": "2026-11-26T09:00:00Z",
+             "PBCLIENTS_FAULT": f"wait-after:purge.locked:{release}"},
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        killed = 0
+        while not killed and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.05)
+            killed = terminate_lock_holder(db_target)
+        assert killed == 1
+        # The lock is free: a second purge takes it and does the whole job.
+        second = run_pbclients(db_target, "purge", "--yes")
+        assert (second.returncode, second.stdout, second.stderr) == (0, "", "")
+        assert client_ids(engine) == [1, 3, 5]
+    finally:
+        release.touch()
+        out, err = first.communicate(timeout=60)
+    assert first.returncode == 5, err
+    assert out == ""
+    assert err.startswith("Error: The purge lost its database lock")
+    assert "nothing was purged" in err
+    assert [e.client_id for e in purge_events(engine)] == [2, 4]
+    lines = log_lines(isolated_home)
+    assert sorted(line.split(" exit=")[1].split()[0] for line in lines) == ["0", "5"]
+    assert any(" purged=0 chunks=0 stopped=lock-lost exit=5 " in line for line in lines)
+    assert any(" purged=2 chunks=1 " in line and " exit=0 " in line for line in lines)

@@ -8,13 +8,21 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 from typer.testing import CliRunner
 
 from pbclients.cli.app import app
 from pbclients.db import make_engine, reading
-from pbclients.schema import HEAD, alembic_config, init_schema, schema_status
+from pbclients.schema import (
+    BASELINE_TABLES,
+    HEAD,
+    Kind,
+    alembic_config,
+    init_schema,
+    kind_of,
+    schema_status,
+)
 from tests.helpers import snapshot
 
 INDEX_WHERE = "status != 'deleted'"
@@ -163,17 +171,57 @@ def test_db_status_of_an_empty_database_says_to_run_init(empty, db_target: str) 
     ]
 
 
-def test_init_on_sqlite_builds_the_schema_in_one_transaction(tmp_path: Path) -> None:
-    """A failing migration leaves no half-built schema behind."""
+def test_init_on_sqlite_builds_the_schema_in_one_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A migration that fails after building every table leaves no half-built schema behind."""
+    from alembic import command
+
+    upgrade = command.upgrade
+
+    def fails_at_the_end(*args, **kwargs):  # type: ignore[no-untyped-def]
+        upgrade(*args, **kwargs)
+        raise RuntimeError("disk unplugged after the last migration step")
+
+    monkeypatch.setattr(command, "upgrade", fails_at_the_end)
     path = tmp_path / "p.db"
     engine = make_engine(str(path), create=True)
     try:
-        with engine.begin() as connection:
-            # A table named like one of our indexes makes the migration fail part-way.
-            connection.execute(text("CREATE TABLE ix_client_email_key (id INTEGER PRIMARY KEY)"))
-        with pytest.raises(Exception, match="ix_client_email_key"):
+        with pytest.raises(RuntimeError, match="disk unplugged"):
             init_schema(engine)
     finally:
         engine.dispose()
     names = {row[0] for row in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
-    assert names == {"ix_client_email_key"}
+    assert names == set()
+
+
+def test_init_refuses_a_database_with_other_tables_and_writes_nothing(
+    empty, db_target: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Even called directly (not through the CLI's read-only check), init_schema refuses."""
+    from pbclients.errors import BadInput
+
+    with empty.begin() as connection:
+        connection.execute(text("CREATE TABLE invoices (id INTEGER PRIMARY KEY)"))
+    with pytest.raises(BadInput, match=r"is not a pbclients practice database \(it holds other"):
+        init_schema(empty)
+    with empty.connect() as connection:
+        assert set(inspect(connection).get_table_names()) == {"invoices"}
+
+
+@pytest.mark.parametrize(
+    ("names", "kind"),
+    [
+        (set(), Kind.NEW),
+        (set(BASELINE_TABLES), Kind.PRACTICE),
+        (set(BASELINE_TABLES) | {"alembic_version"}, Kind.PRACTICE),
+        # A newer pbclients may add tables: still ours while the core ones are there.
+        ({"alembic_version", "client", "audit_event", "setting", "future"}, Kind.PRACTICE),
+        ({"setting"}, Kind.PARTIAL),
+        ({"alembic_version", "invoices"}, Kind.FOREIGN),
+        ({"alembic_version", "setting"}, Kind.FOREIGN),
+        (set(BASELINE_TABLES - {"client"}) | {"notes"}, Kind.FOREIGN),
+    ],
+)
+def test_what_a_database_holds_is_told_by_its_tables(names: set[str], kind: Kind) -> None:
+    assert kind_of(names) is kind

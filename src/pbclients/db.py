@@ -3,11 +3,20 @@
 Every write runs in one transaction that takes the write lock up front
 (SQLite `BEGIN IMMEDIATE`), so a command either applies all of its changes or
 none, and a busy database is reported as exit 5 instead of a half-done run.
+
+A file given as --db may be anything: another application's SQLite database,
+an empty file, a text file. It is looked at through `read_only_connection` (SQLite
+`mode=ro`, no pragmas) until the schema check has passed, and the write engine
+switches a file to WAL only when it is empty or already holds pbclients tables:
+`PRAGMA journal_mode = WAL` rewrites the file's header, so running it on a file
+that is then refused would change someone else's database.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +32,7 @@ from sqlalchemy import (
     event,
     text,
 )
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
 
@@ -31,19 +41,31 @@ from pbclients.paths import is_url, touch_private
 
 _WRITE = "pbclients_write"
 
+SQLITE_MAGIC = b"SQLite format 3\x00"
+# Byte 18 of a SQLite header ("file format write version") is 2 in WAL mode.
+_WAL_HEADER_BYTE = 18
+
 
 def lock_timeout_seconds() -> float:
     """How long a command waits for another writer before giving up with exit 5."""
     raw = os.environ.get("PBCLIENTS_LOCK_TIMEOUT", "10")
     try:
-        return max(0.0, float(raw))
+        seconds = float(raw)
     except ValueError:
-        raise UsageError(f"PBCLIENTS_LOCK_TIMEOUT={raw!r} is not a number of seconds.") from None
+        seconds = math.nan
+    # A day is longer than any cron run waits; inf and nan would overflow the drivers.
+    if not 0 <= seconds <= 86_400:
+        raise UsageError(
+            f"PBCLIENTS_LOCK_TIMEOUT={raw!r} is not a number of seconds from 0 to 86400."
+        )
+    return seconds
 
 
-def sqlalchemy_url(target: str) -> str:
+def sqlalchemy_url(target: str) -> URL:
     if not is_url(target):
-        return f"sqlite:///{Path(target).expanduser().resolve()}"
+        # Built, not parsed: a file name may hold "?", "#" or "%", which a URL string would
+        # read as its query, fragment or an escape and so open a different file.
+        return URL.create("sqlite", database=str(Path(target).expanduser().resolve()))
     scheme, rest = target.split("://", 1)
     if scheme in ("postgres", "postgresql", "postgresql+psycopg"):
         try:
@@ -52,9 +74,9 @@ def sqlalchemy_url(target: str) -> str:
             raise UsageError(
                 "PostgreSQL needs the driver: install it with pip install 'pbclients[postgres]'."
             ) from None
-        return f"postgresql+psycopg://{rest}"
+        return make_url(f"postgresql+psycopg://{rest}")
     if scheme.startswith("sqlite"):
-        return target
+        return make_url(target)
     raise UsageError(
         f"--db {target!r} is neither a file path nor a postgresql:// URL; give one of those."
     )
@@ -64,11 +86,78 @@ def database_exists(target: str) -> bool:
     return is_url(target) or Path(target).expanduser().exists()
 
 
+def sqlite_file(target: str) -> Path | None:
+    """The file a SQLite --db names (resolved), or None for a server URL or :memory:."""
+    return _file_of(sqlalchemy_url(target))
+
+
+def _file_of(url: URL) -> Path | None:
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database)
+
+
+def sqlite_header(path: Path) -> bytes:
+    """The first 100 bytes of a file (its SQLite header if it is a SQLite database)."""
+    with path.open("rb") as file:
+        return file.read(100)
+
+
+def read_only_connection(path: Path) -> sqlite3.Connection:
+    """A connection that cannot change `path`: SQLite `mode=ro`, and no pragma that writes.
+
+    A database in WAL mode whose -wal file is absent is opened `immutable=1`:
+    reading it with plain `mode=ro` would create -wal and -shm files beside it and
+    leave them there. Without a -wal file the main file holds every committed page,
+    so nothing is missed; when one exists (another process has the database open),
+    `mode=ro` reads through it and creates nothing new.
+    """
+    from urllib.parse import quote
+
+    header = sqlite_header(path)
+    wal_mode = len(header) > _WAL_HEADER_BYTE and header[_WAL_HEADER_BYTE] == 2
+    flags = "mode=ro"
+    if wal_mode and not Path(f"{path}-wal").exists():
+        flags += "&immutable=1"
+    connection = sqlite3.connect(
+        f"file:{quote(str(path))}?{flags}", uri=True, check_same_thread=False
+    )
+    connection.execute(f"PRAGMA busy_timeout = {int(lock_timeout_seconds() * 1000)}")
+    return connection
+
+
+def read_only_engine(path: Path) -> Engine:
+    """An engine over `read_only_connection`: for reads through SQLAlchemy, never writes."""
+    from sqlalchemy.pool import NullPool
+
+    return create_engine(
+        "sqlite://", creator=lambda: read_only_connection(path), poolclass=NullPool
+    )
+
+
+def require_writable(path: Path) -> None:
+    """Refuse (exit 2) a database file or folder this process cannot write.
+
+    SQLite writes the file and creates its -wal, -shm and journal files in the same
+    folder; without that every command would fail half-way with a raw SQLite error.
+    """
+    problem = None
+    if not os.access(path, os.R_OK | os.W_OK):
+        problem = "the file is read-only for you"
+    elif not os.access(path.parent, os.W_OK | os.X_OK):
+        problem = "its folder is read-only for you, and SQLite writes its -wal and -shm files there"
+    if problem:
+        raise UsageError(
+            f"Cannot use {path}: {problem}; nothing was changed, make the file and its folder "
+            "writable (or copy the database somewhere writable) and try again."
+        )
+
+
 def make_engine(target: str, *, create: bool = False) -> Engine:
     """An engine for a file path or URL; `create` allows a new SQLite file (mode 0600)."""
     url = sqlalchemy_url(target)
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        path = Path(url.removeprefix("sqlite:///"))
+    path = _file_of(url)
+    if path is not None:
         if not path.exists():
             if not create:
                 raise UsageError(
@@ -79,7 +168,7 @@ def make_engine(target: str, *, create: bool = False) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False})
         _configure_sqlite(engine)
         return engine
-    if url.startswith("postgresql"):
+    if url.get_backend_name() == "postgresql":
         timeout_ms = int(lock_timeout_seconds() * 1000)
         return create_engine(
             url,
@@ -101,14 +190,30 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
         cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
+        if _may_switch_to_wal(cursor):
+            cursor.execute("PRAGMA journal_mode = WAL")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         writes = connection.get_execution_options().get(_WRITE, False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+
+
+def _may_switch_to_wal(cursor: sqlite3.Cursor) -> bool:
+    """Only an empty database or one that holds pbclients tables gets WAL (a header write).
+
+    The schema check refuses anything else before it is written; this keeps a
+    refused file byte-for-byte unchanged whichever code path opened it.
+    """
+    from pbclients.schema import Kind, kind_of
+
+    names = cursor.execute(
+        "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+        "AND name NOT LIKE 'sqlite~_%' ESCAPE '~'"
+    ).fetchall()
+    return kind_of({name for (name,) in names}) is not Kind.FOREIGN
 
 
 def is_sqlite(engine_or_session: Engine | Session) -> bool:
@@ -127,8 +232,20 @@ def _is_busy(error: DBAPIError) -> bool:
     return getattr(error.orig, "sqlstate", None) in ("55P03", "40001", "40P01")
 
 
+def _is_read_only(error: DBAPIError) -> bool:
+    """The database cannot be written: a read-only file, folder or file system, or a
+    PostgreSQL read-only transaction (a standby, default_transaction_read_only)."""
+    if getattr(error.orig, "sqlstate", None) == "25006":
+        return True
+    if not isinstance(error, OperationalError):
+        return False
+    message = str(error.orig).lower()
+    return "readonly database" in message or "read-only file system" in message
+
+
 @contextmanager
 def translate_busy() -> Iterator[None]:
+    """Turn a busy database into exit 5 and a read-only one into exit 2."""
     try:
         yield
     except DBAPIError as error:
@@ -136,6 +253,11 @@ def translate_busy() -> Iterator[None]:
             raise DatabaseBusy(
                 "The database is busy (another pbclients run or the portal holds it); "
                 "nothing was changed, try again in a moment."
+            ) from error
+        if _is_read_only(error):
+            raise UsageError(
+                "The database is read-only for pbclients (a read-only file, folder or server); "
+                "nothing was changed, make it writable or point --db at a writable copy."
             ) from error
         raise
 

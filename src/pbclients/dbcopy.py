@@ -9,20 +9,40 @@ checked against the source before the transaction commits.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, Integer, Table, func, insert, inspect, select, text
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
 from sqlmodel import SQLModel
 
 from pbclients import faults, models  # noqa: F401  (models registers the tables)
-from pbclients.db import _WRITE, _is_busy, database_exists, make_engine, translate_busy
+from pbclients.db import (
+    _WRITE,
+    _is_busy,
+    database_exists,
+    make_engine,
+    read_only_engine,
+    require_writable,
+    sqlalchemy_url,
+    sqlite_file,
+    translate_busy,
+)
 from pbclients.errors import BadInput, PbClientsError, UsageError
 from pbclients.paths import is_url, shown
-from pbclients.schema import head_revision, require_schema, upgrade_connection
+from pbclients.schema import (
+    Kind,
+    head_revision,
+    listed,
+    probe_sqlite,
+    require_schema,
+    require_writable_folder,
+    upgrade_connection,
+    what_it_holds,
+)
 
 BATCH_ROWS = 2000
 
@@ -119,7 +139,11 @@ def _snapshot(source: Engine) -> Iterator[Connection]:
 
 
 def _same_database(source: Engine, target: Engine) -> bool:
-    return source.url.render_as_string(hide_password=False) == target.url.render_as_string(
+    return _same_url(source.url, target.url)
+
+
+def _same_url(source: URL, target: URL) -> bool:
+    return source.render_as_string(hide_password=False) == target.render_as_string(
         hide_password=False
     )
 
@@ -129,10 +153,7 @@ def _require_empty(connection: Connection, target: str) -> None:
     ours = {table.name for table in tables()}
     other = sorted(names - ours - {"alembic_version"})
     if other:
-        raise BadInput(
-            f"{shown(target)} already holds other tables ({', '.join(other[:5])}); nothing was "
-            "copied, give a new, empty database."
-        )
+        _refuse_other_tables(target, other)
     for table in tables():
         if table.name in names and connection.execute(select(table).limit(1)).first():
             raise BadInput(
@@ -141,20 +162,59 @@ def _require_empty(connection: Connection, target: str) -> None:
             )
 
 
+def _check_target(source: Engine, target: str) -> None:
+    """Refuse a target that is the source, not empty, or not ours, without writing to it.
+
+    A SQLite target is read through a read-only connection (`mode=ro`, no WAL switch),
+    so a refused file (another application's database, a text file) is left
+    byte-for-byte as it was.
+    """
+    if _same_url(source.url, sqlalchemy_url(target)):
+        raise BadInput("The target is the database being copied; give a new database.")
+    path = sqlite_file(target)
+    if path is None:
+        engine = make_engine(target)
+        try:
+            with _opening(target), translate_busy(), engine.connect() as connection:
+                _require_empty(connection, target)
+        finally:
+            engine.dispose()
+        return
+    if not path.exists():
+        require_writable_folder(path)
+        return
+    found = probe_sqlite(path)
+    if found.kind is Kind.FOREIGN:
+        if found.problem:
+            raise BadInput(
+                f"{shown(target)} is not an empty database ({what_it_holds(found)}); nothing was "
+                "copied, give a new, empty database."
+            )
+        _refuse_other_tables(target, found.others)
+    require_writable(path)
+    if found.kind is Kind.NEW:
+        return
+    reader = read_only_engine(path)
+    try:
+        with _opening(target), translate_busy(), reader.connect() as connection:
+            _require_empty(connection, target)
+    finally:
+        reader.dispose()
+
+
+def _refuse_other_tables(target: str, other: Sequence[str]) -> None:
+    raise BadInput(
+        f"{shown(target)} already holds other tables ({listed(other)}); nothing was copied, "
+        "give a new, empty database."
+    )
+
+
 def plan_copy(source: Engine, target: str) -> CopyReport:
     """What a copy would write, after checking the target is new or empty; writes nothing."""
     require_schema(source)
     with _snapshot(source) as connection:
         counts = _counts(connection)
-    if database_exists(target):
-        engine = make_engine(target)
-        try:
-            if _same_database(source, engine):
-                raise BadInput("The target is the database being copied; give a new database.")
-            with _opening(target), translate_busy(), engine.connect() as connection:
-                _require_empty(connection, target)
-        finally:
-            engine.dispose()
+    _check_target(source, target)
     return CopyReport(describe(source), shown(target), head_revision(), counts, True)
 
 
@@ -191,6 +251,7 @@ def copy_practice(
     table's row count is verified against the source before it commits.
     """
     require_schema(source)
+    _check_target(source, target)
     created = not database_exists(target)
     engine = make_engine(target, create=True)
     try:

@@ -30,7 +30,7 @@ from pbclients.models import (
 )
 from pbclients.paths import is_url, shown
 from pbclients.policy import Status
-from pbclients.schema import init_schema
+from pbclients.schema import Kind, init_schema, inspect_target, not_a_practice
 
 FIRST = [
     "Ana",
@@ -339,6 +339,14 @@ def _fresh_demo_engine(target: str) -> Engine:
 
 
 def _refuse_real_practice(engine: Engine, target: str) -> None:
+    # Another application's database (or a file that is not SQLite) is never replaced;
+    # a SQLite file is looked at read-only, so a refused one stays byte-for-byte the same.
+    found = inspect_target(target, engine)
+    if found.kind is Kind.FOREIGN:
+        raise BadInput(
+            f"{not_a_practice(found, shown(target))}; nothing was changed. "
+            "Give demo another --db path."
+        )
     if not inspect(engine).has_table("client"):
         return
     with reading(engine) as session:

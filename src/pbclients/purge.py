@@ -19,6 +19,14 @@ blocks the next one:
 A second run finds the lock taken and stops at once with `DatabaseBusy` (exit 5)
 before reading or writing anything.
 
+A PostgreSQL session lock dies with its connection: a server restart, or an
+operator's `pg_terminate_backend`, frees it while this run goes on, and another
+purge could then take it. So each chunk's transaction first checks that the
+lock's own session (its pid and start time) still holds it, and the run stops
+with `PurgeStopped` (exit 5, saying how much it committed) as soon as it does
+not; a lost connection during a chunk is reported the same way. Two chunks of
+different runs can never interleave either: both lock the rows they purge.
+
 Purged data must not linger in the database files. On SQLite the purge
 transactions run with `PRAGMA secure_delete = ON` (freed space is zeroed) and
 the run ends with `PRAGMA wal_checkpoint(TRUNCATE)`, which copies the zeroed
@@ -36,7 +44,7 @@ import fcntl
 import json
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,6 +74,59 @@ Confirm = Callable[[Batch], None]
 _BUSY = (
     "Another purge is running on this database; nothing was changed. "
     "It will finish on its own: run purge again later if you need to."
+)
+
+
+class PurgeStopped(DatabaseBusy):
+    """The run lost its lock (or its connection) part-way; what it committed is kept."""
+
+    def __init__(self, purged: int, chunks: int, batch_id: str | None) -> None:
+        done = (
+            f"the {purged} client(s) of its first {chunks} chunk(s) (batch {batch_id}) are purged"
+            if purged
+            else "nothing was purged"
+        )
+        super().__init__(
+            "The purge lost its database lock (the PostgreSQL server restarted or closed the "
+            f"lock's connection), so it stopped before its next chunk to never overlap another "
+            f"purge; {done}, run purge again to finish."
+        )
+        self.purged = purged
+        self.chunks = chunks
+        self.batch_id = batch_id
+
+
+class _LockLost(Exception):
+    """Raised inside a chunk's transaction (rolling it back) when the lock is gone."""
+
+
+@dataclass(frozen=True)
+class _Held:
+    """Who holds the purge lock: on PostgreSQL the lock session's pid and start time.
+
+    Together they name one session: a pid alone may be reused after a restart.
+    """
+
+    pid: int | None = None
+    backend_start: datetime | None = None
+
+    def verify(self, session: Session) -> None:
+        """Raise `_LockLost` unless the lock's session still holds the lock (one query)."""
+        if self.pid is None:
+            return  # SQLite: the flock lives as long as this process
+        held = session.execute(_STILL_HELD, {"key": _PG_LOCK, "pid": self.pid,
+                                             "start": self.backend_start}).first()  # fmt: skip
+        if held is None:
+            raise _LockLost
+
+
+# A session-level pg_advisory_lock(bigint) shows in pg_locks as classid = high 32 bits,
+# objid = low 32 bits, objsubid = 1.
+_STILL_HELD = text(
+    "SELECT 1 FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid "
+    "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = :key "
+    "AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database "
+    "WHERE datname = current_database()) AND l.pid = :pid AND a.backend_start = :start"
 )
 
 
@@ -129,7 +190,7 @@ def purge(
     carry client ids only: what is purged is gone, and this output may end up
     in cron mail or a log. `extra` holds `chunks` and, on SQLite, `wal`.
     """
-    with purge_lock(engine):
+    with purge_lock(engine) as held:
         faults.checkpoint("purge.locked")
         with reading(engine) as session:
             total = session.exec(select(func.count()).where(*_is_due(change.at))).one()
@@ -140,7 +201,15 @@ def purge(
         results: list[ChangeResult] = []
         chunks = 0
         while True:
-            purged = _purge_chunk(engine, change, batch_id, chunk_size)
+            try:
+                purged = _purge_chunk(engine, change, batch_id, chunk_size, held)
+            except _LockLost:
+                raise PurgeStopped(len(results), chunks, batch_id if results else None) from None
+            except DBAPIError as error:
+                if not error.connection_invalidated:
+                    raise
+                # The server went away mid-chunk: that chunk rolled back, the lock is gone.
+                raise PurgeStopped(len(results), chunks, batch_id if results else None) from error
             if not purged:
                 break
             chunks += 1
@@ -162,10 +231,11 @@ def purge(
 
 
 def _purge_chunk(
-    engine: Engine, change: Change, batch_id: str, chunk_size: int
+    engine: Engine, change: Change, batch_id: str, chunk_size: int, held: _Held
 ) -> list[tuple[int, str | None]]:
     """One transaction: up to `chunk_size` due clients, their records and their audit events."""
     with writing(engine) as session:
+        held.verify(session)
         if is_sqlite(session):
             session.execute(text("PRAGMA secure_delete = ON"))
         # PostgreSQL: lock the rows, so an undo or restore cannot bring a client back (and a
@@ -253,25 +323,40 @@ def _vacuum(engine: Engine) -> str:
 
 
 @contextmanager
-def purge_lock(engine: Engine) -> Iterator[None]:
+def purge_lock(engine: Engine) -> Iterator[_Held]:
     """Hold the one-purge-at-a-time lock for the block, or raise DatabaseBusy at once."""
     if is_sqlite(engine):
         with _file_lock(lock_path(engine)):
-            yield
+            yield _Held()
         return
     connection = engine.connect()
     try:
-        got = connection.execute(select(func.pg_try_advisory_lock(_PG_LOCK))).scalar_one()
-        connection.commit()
+        try:
+            got, pid, started = connection.execute(
+                text(
+                    "SELECT pg_try_advisory_lock(:key), pg_backend_pid(), "
+                    "(SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid())"
+                ),
+                {"key": _PG_LOCK},
+            ).one()
+            connection.commit()
+        except DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+            # The server went away as the lock was taken: whatever was taken died with it.
+            raise PurgeStopped(0, 0, None) from error
         if not got:
             raise DatabaseBusy(_BUSY)
         try:
-            yield
+            yield _Held(pid, started)
         finally:
-            connection.execute(select(func.pg_advisory_unlock(_PG_LOCK)))
-            connection.commit()
+            # A connection the server closed took the lock with it: nothing to unlock.
+            with suppress(DBAPIError):
+                connection.execute(select(func.pg_advisory_unlock(_PG_LOCK)))
+                connection.commit()
     finally:
-        connection.close()
+        with suppress(DBAPIError):
+            connection.close()
 
 
 def lock_path(engine: Engine) -> Path:

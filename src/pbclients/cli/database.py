@@ -9,6 +9,8 @@ import typer
 from pbclients.cli.common import confirm, reporting
 from pbclients.cli.options import DryRunOption, FormatOption, OutputFormat, YesOption
 from pbclients.cli.output import console, plural, print_csv, print_json
+from pbclients.cli.render import plain, visible
+from pbclients.errors import UsageError
 
 if TYPE_CHECKING:
     from pbclients.dbcopy import CopyReport
@@ -37,16 +39,24 @@ def status(ctx: typer.Context, output: FormatOption = OutputFormat.TABLE) -> Non
         pbclients --db postgresql://practice@db.internal/practice db status --format json
     """
     with reporting(ctx) as app:
-        from pbclients.db import make_engine
-        from pbclients.dbcopy import describe
-        from pbclients.schema import schema_status
+        from sqlalchemy.exc import DBAPIError
 
-        engine = make_engine(app.db)
-        app.opened.append(engine)
-        current, head = found = schema_status(engine)
+        from pbclients.paths import is_url
+        from pbclients.schema import database_status
+
+        try:
+            # Read-only: status never writes, not even to a database it then refuses.
+            database, dialect, found = database_status(app.db)
+        except DBAPIError as error:
+            where = "the PostgreSQL server" if is_url(app.db) else app.db
+            problem = str(error.orig).strip().splitlines()[0]
+            raise UsageError(
+                f"Cannot open {where} ({problem}); check --db or PBCLIENTS_DB."
+            ) from error
+        current, head = found
         record = {
-            "database": describe(engine),
-            "engine": engine.dialect.name,
+            "database": database,
+            "engine": dialect,
             "current": current,
             "head": head,
             "up_to_date": found.up_to_date,
@@ -58,7 +68,7 @@ def status(ctx: typer.Context, output: FormatOption = OutputFormat.TABLE) -> Non
             print_csv([record], list(record))
             return
         out = console()
-        out.print(f"database: {record['database']}")
+        out.print(plain(f"database: {visible(record['database'])}"))
         out.print(f"engine:   {record['engine']}")
         out.print(f"schema:   {current or 'none'} (newest: {head})")
         if found.up_to_date:
@@ -133,12 +143,12 @@ def _render(report: CopyReport, output: OutputFormat) -> None:
     if report.dry_run:
         out.print(
             f"Dry run: would copy {plural(report.total, 'row')} in "
-            f"{plural(len(report.tables), 'table')} to {report.target}, which is empty; "
+            f"{plural(len(report.tables), 'table')} to {visible(report.target)}, which is empty; "
             "nothing was written."
         )
         return
     out.print(
         f"Copied {plural(report.total, 'row')} in {plural(len(report.tables), 'table')} "
-        f"to {report.target} (schema {report.revision}); every count matches the source. "
-        f"Use it with --db {report.target} or PBCLIENTS_DB."
+        f"to {visible(report.target)} (schema {report.revision}); every count matches the "
+        f"source. Use it with --db {visible(report.target)} or PBCLIENTS_DB."
     )
