@@ -6,8 +6,7 @@ archiving, and reactivation restores exactly what was there.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Engine, distinct, func, update
@@ -17,87 +16,71 @@ from pbclients import audit, clock, faults
 from pbclients.db import load_ids, reading, writing
 from pbclients.errors import DatabaseBusy, TransitionNotAllowed
 from pbclients.models import Appointment, Client, Enrolment, PaymentPlan
+from pbclients.operation import (
+    Action,
+    Batch,
+    Change,
+    NoDetail,
+    Plan,
+    ProgressCallback,
+    carried_out,
+)
 from pbclients.policy import Status
-from pbclients.results import Batch, ChangeResult, Consequences, Outcome
+from pbclients.results import ChangeResult, Consequences, Outcome
 from pbclients.selection import Resolved, Selection, resolve
 
-ProgressCallback = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class Change:
-    """Who makes a change, why, and when (the audit trail's columns)."""
-
-    actor: str
-    reason: str | None = None
-    at: datetime = field(default_factory=clock.now)
-
-
-_ACTION = {Status.ACTIVE: "activate", Status.DEACTIVATED: "deactivate"}
+_ACTION = {Status.ACTIVE: Action.ACTIVATE, Status.DEACTIVATED: Action.DEACTIVATE}
 _TARGET = {action: status for status, action in _ACTION.items()}
 
 
-def preview_status(
-    engine: Engine, selection: Selection, target: Status, *, with_consequences: bool = True
-) -> Batch:
-    """What `set_status` would do, with the consequences to confirm; writes nothing.
+@dataclass(frozen=True)
+class StatusChange:
+    """Activate or deactivate the selected clients."""
+
+    selection: Selection
+    target: Status
+
+
+def preview(
+    engine: Engine, request: StatusChange, *, with_consequences: bool = True
+) -> Plan[NoDetail]:
+    """What `apply` would change, with the consequences to confirm; reads only.
 
     `with_consequences=False` skips counting them when nobody will be asked.
     """
     with reading(engine) as session:
-        resolved = resolve(session, selection)
-        results = _plan(resolved, target)
-        if not with_consequences:
-            return Batch(_ACTION[target], results, dry_run=True)
-        changing = [r.client_id for r in results if r.outcome is Outcome.PLANNED and r.client_id]
-        return Batch(
-            _ACTION[target],
-            results,
-            dry_run=True,
-            consequences=consequences(session, changing, clock.now()),
-        )
+        resolved = resolve(session, request.selection)
+        results = _decide(resolved, request.target)
+        found = None
+        if with_consequences:
+            changing = [
+                r.client_id for r in results if r.outcome is Outcome.PLANNED and r.client_id
+            ]
+            found = consequences(session, changing, clock.now())
+        return Plan(_ACTION[request.target], results, NoDetail(), found)
 
 
-def set_status(
+def apply(
     engine: Engine,
-    selection: Selection,
-    target: Status,
+    plan: Plan[NoDetail],
     change: Change,
     *,
     on_progress: ProgressCallback | None = None,
-) -> Batch:
-    """Activate or deactivate every selected client in one transaction with its audit events."""
-    planned = preview_status(engine, selection, target, with_consequences=False)
-    return apply_status(engine, planned, change, on_progress=on_progress)
+) -> Batch[NoDetail]:
+    """Carry out a plan the admin confirmed, without resolving the references again.
 
-
-def apply_status(
-    engine: Engine,
-    planned: Batch,
-    change: Change,
-    *,
-    on_progress: ProgressCallback | None = None,
-) -> Batch:
-    """Carry out a preview the admin confirmed, without resolving the references again.
-
-    Each UPDATE is guarded by the status the preview saw, so a client changed in
+    Each UPDATE is guarded by the status the plan saw, so a client changed in
     between (by another admin, undo or purge) stops the whole batch (exit 5)
     rather than being overwritten.
     """
-    target = _TARGET[planned.action]
+    target = _TARGET[plan.action]
     by_status: dict[str, list[int]] = {}
-    for result in planned.results:
+    for result in plan.results:
         if result.outcome is Outcome.PLANNED and result.client_id is not None:
             by_status.setdefault(str(result.before), []).append(result.client_id)
-    # Built directly: dataclasses.replace costs seconds over 100,000 results.
-    results = [
-        ChangeResult(r.reference, r.client_id, r.email, r.before, r.after, Outcome.CHANGED)
-        if r.outcome is Outcome.PLANNED
-        else r
-        for r in planned.results
-    ]
+    results = [carried_out(result) for result in plan.results]
     if not by_status:
-        return Batch(planned.action, results)
+        return Batch(plan.action, results, plan.detail)
     batch_id = audit.new_batch_id()
     with writing(engine) as session:
         done = 0
@@ -110,7 +93,7 @@ def apply_status(
         audit.append(
             session,
             (
-                audit.NewEvent(planned.action, r.client_id, r.before, r.after)
+                audit.NewEvent(plan.action, r.client_id, r.before, r.after)
                 for r in results
                 if r.outcome is Outcome.CHANGED
             ),
@@ -119,14 +102,14 @@ def apply_status(
             reason=change.reason,
             at=change.at,
         )
-    return Batch(planned.action, results, batch_id=batch_id)
+    return Batch(plan.action, results, plan.detail, batch_id)
 
 
 # Enum .value is a descriptor call; at 100,000 clients a dict lookup is measurably cheaper.
 _VALUES = {status: status.value for status in Status}
 
 
-def _plan(resolved: Resolved, target: Status) -> list[ChangeResult]:
+def _decide(resolved: Resolved, target: Status) -> list[ChangeResult]:
     results = []
     for client in resolved.clients:
         if client.status is Status.DELETED:

@@ -1,8 +1,8 @@
-"""What changing commands return: one result per selected client, rendered anywhere."""
+"""One result per selected client, and the consequences to confirm (see pbclients.operation)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -53,21 +53,3 @@ class Consequences:
     clients_with_telehealth: int = 0
     active_enrolments: int = 0
     active_payment_plans: int = 0
-
-
-@dataclass(frozen=True)
-class Batch:
-    action: str
-    results: list[ChangeResult]
-    batch_id: str | None = None
-    dry_run: bool = False
-    consequences: Consequences | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def count(self, outcome: Outcome) -> int:
-        return sum(1 for result in self.results if result.outcome is outcome)
-
-    @property
-    def changing(self) -> int:
-        """Clients this batch changes (or, on a dry run or preview, would change)."""
-        return self.count(Outcome.CHANGED) + self.count(Outcome.PLANNED)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from pbclients.cli.common import confirm, read_input, reporting, source_name
+from pbclients.cli.common import read_input, reporting, source_name
 from pbclients.cli.options import (
     ClientsArgument,
     ColumnOption,
@@ -21,13 +21,13 @@ from pbclients.cli.options import (
     SkipUnknownOption,
     YesOption,
 )
-from pbclients.cli.output import plural, render_batch
-from pbclients.cli.progress import progress
+from pbclients.cli.output import plural
 from pbclients.errors import UsageError
 from pbclients.policy import Status
 
 if TYPE_CHECKING:
-    from pbclients.results import Batch, Consequences
+    from pbclients.operation import Batch, NoDetail, Plan
+    from pbclients.results import Consequences
     from pbclients.selection import Selection
 
 
@@ -112,6 +112,7 @@ def _change_status(
 ) -> None:
     with reporting(ctx) as app:
         from pbclients import lifecycle
+        from pbclients.cli.run import Wording, carry_out
 
         selection, stdin_used = build_selection(
             clients, csv_file, column, ids_from, program, skip_unknown, encoding
@@ -120,47 +121,48 @@ def _change_status(
         verb = "activate" if target is Status.ACTIVE else "deactivate"
         # The consequences are only for the confirmation prompt.
         asks = not (yes or dry_run)
-        preview = lifecycle.preview_status(engine, selection, target, with_consequences=asks)
-        if dry_run or preview.changing == 0:
-            # Nothing to change is not a dry run: say so ("Nothing to deactivate ...").
-            _render(preview, output, verb, dry_run=dry_run)
-            return
-        lines = consequence_lines(preview.consequences, target)
-        question = f"{verb.capitalize()} {plural(preview.changing, 'client')}?\n  " + "\n  ".join(
-            lines
+        plan = lifecycle.preview(
+            engine, lifecycle.StatusChange(selection, target), with_consequences=asks
         )
-        confirm(question, yes=yes, stdin_used=stdin_used)
-        with progress(preview.changing, "Applying") as on_progress:
-            batch = lifecycle.apply_status(
-                engine, preview, app.change(reason), on_progress=on_progress
-            )
-        _render(batch, output, verb, dry_run=False)
+        wording: Wording[NoDetail] = Wording(
+            question=lambda plan: _question(plan, verb, target),
+            summary=lambda outcome, dry_run: _summary(outcome, verb, dry_run=dry_run),
+        )
+        carry_out(
+            app, engine, plan, lifecycle.apply, wording,
+            output=output, yes=yes, dry_run=dry_run, reason=reason, stdin_used=stdin_used,
+        )  # fmt: skip
 
 
-def _render(batch: Batch, output: OutputFormat, verb: str, *, dry_run: bool) -> None:
+def _question(plan: Plan[NoDetail], verb: str, target: Status) -> str:
+    lines = consequence_lines(plan.consequences, target)
+    return f"{verb.capitalize()} {plural(plan.changing, 'client')}?\n  " + "\n  ".join(lines)
+
+
+def _summary(outcome: Plan[NoDetail] | Batch[NoDetail], verb: str, *, dry_run: bool) -> str:
     from pbclients.results import Outcome
 
     parts = []
-    unchanged = batch.count(Outcome.UNCHANGED)
-    skipped = batch.count(Outcome.SKIPPED)
+    unchanged = outcome.count(Outcome.UNCHANGED)
+    skipped = outcome.count(Outcome.SKIPPED)
     if unchanged:
         parts.append(f"{unchanged} already {verb}d")
     if skipped:
         parts.append(f"{skipped} unknown skipped")
     rest = f" ({', '.join(parts)})" if parts else ""
+    batch_id = getattr(outcome, "batch_id", None)
     if dry_run:
-        summary = (
-            f"Dry run: would {verb} {plural(batch.changing, 'client')}{rest}; nothing was written."
+        return (
+            f"Dry run: would {verb} {plural(outcome.changing, 'client')}{rest}; "
+            "nothing was written."
         )
-    elif batch.batch_id:
-        summary = (
-            f"{verb.capitalize()}d {plural(batch.changing, 'client')}{rest}. "
-            f"Batch {batch.batch_id}; revert it with `pbclients undo {batch.batch_id}`. "
+    if batch_id:
+        return (
+            f"{verb.capitalize()}d {plural(outcome.changing, 'client')}{rest}. "
+            f"Batch {batch_id}; revert it with `pbclients undo {batch_id}`. "
             "Clients were not notified."
         )
-    else:
-        summary = f"Nothing to {verb}{rest}."
-    render_batch(batch, output, summary)
+    return f"Nothing to {verb}{rest}."
 
 
 def deactivate(

@@ -7,7 +7,7 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
@@ -18,7 +18,9 @@ from pbclients.cli.render import csv_cell, json_text, literal, plain
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from pbclients.results import Batch
+    from pbclients.operation import Batch, Plan
+
+Records = Callable[[Any], tuple[list[dict[str, Any]], list[str]]]
 
 # A terminal table longer than this helps nobody; scripts use --format json|csv|ids.
 TABLE_ROWS = 50
@@ -101,35 +103,54 @@ def print_csv(records: Iterable[dict[str, Any]], fields: Sequence[str]) -> None:
         writer.writerow({key: csv_cell(record.get(key)) for key in fields})
 
 
-def render_batch(batch: Batch, output: OutputFormat, summary: str) -> None:
+def render_batch(
+    outcome: Plan[Any] | Batch[Any],
+    output: OutputFormat,
+    summary: str,
+    records: Records | None = None,
+) -> None:
     """One result per selected client, then (for people) what it means.
 
     `summary` is composed by the command; any data in it has been through `visible`.
+    `records` gives an operation's own records and fields instead of the results'.
     """
-    records = [result.as_record(batch.batch_id) for result in batch.results]
-    fields = list(BATCH_FIELDS)
-    if any(result.backup for result in batch.results):
-        fields += ["backup", "sha256"]
+    batch_id = getattr(outcome, "batch_id", None)  # a plan has none yet
+    if records is not None:
+        rows, fields = records(outcome)
+    else:
+        rows = [result.as_record(batch_id) for result in outcome.results]
+        fields = list(BATCH_FIELDS)
+        if any(result.backup for result in outcome.results):
+            fields += ["backup", "sha256"]
     if output is OutputFormat.JSON:
-        print_json_array(records)
+        print_json_array(rows)
         return
     if output is OutputFormat.CSV:
-        print_csv(records, fields)
+        print_csv(rows, fields)
         return
     from rich.table import Table
 
     out = console()
-    if records:
+    if rows:
         table = Table(box=None, pad_edge=False)
         shown = [f for f in fields if f not in ("batch", "sha256")]
         for name in shown:
             table.add_column(name, overflow="fold")
-        for record in records[:TABLE_ROWS]:
-            table.add_row(*(literal(record[name]) for name in shown))
+        for row in rows[:TABLE_ROWS]:
+            table.add_row(*(literal(_shown(row.get(name))) for name in shown))
         out.print(table)
-        if len(records) > TABLE_ROWS:
-            out.print(f"... and {len(records) - TABLE_ROWS} more (use --format csv to see all).")
+        if len(rows) > TABLE_ROWS:
+            out.print(f"... and {len(rows) - TABLE_ROWS} more (use --format csv to see all).")
     out.print(plain(summary))
+
+
+def _shown(value: Any) -> Any:
+    """A table cell: a list or mapping (an edit's fields) as one line of text."""
+    if isinstance(value, list | tuple):
+        return ", ".join(map(str, value))
+    if isinstance(value, dict):
+        return ", ".join(f"{key}={'' if item is None else item}" for key, item in value.items())
+    return value
 
 
 def plural(count: int, noun: str) -> str:

@@ -1,0 +1,87 @@
+"""The one way the CLI carries out a changing operation (see pbclients.operation).
+
+A command builds its request, calls the operation's `preview`, and hands the
+plan to `carry_out`, which does the rest the same way for every operation:
+a dry run renders the plan and stops; otherwise the admin confirms (the
+question holds the count and the operation's consequence lines, and large
+deletions ask for the count to be typed), `apply` runs with a progress bar,
+and the batch is rendered with its summary and undo hint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+
+from pbclients.cli.common import confirm
+from pbclients.cli.output import render_batch
+from pbclients.cli.progress import progress
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from pbclients.cli.common import AppState
+    from pbclients.cli.options import OutputFormat
+    from pbclients.cli.output import Records
+    from pbclients.operation import Batch, Change, Plan, ProgressCallback
+
+D = TypeVar("D")
+
+
+class Apply(Protocol[D]):
+    def __call__(
+        self,
+        engine: Engine,
+        plan: Plan[D],
+        change: Change,
+        *,
+        on_progress: ProgressCallback | None = None,
+    ) -> Batch[D]: ...
+
+
+@dataclass(frozen=True)
+class Wording(Generic[D]):
+    """How the CLI speaks of one operation.
+
+    `question`: the confirmation, its first line the count, then the consequences.
+    `summary`: one paragraph after the results, for a plan (dry run, or nothing to
+    do) or a batch. `typed`: more than one client must be confirmed by typing the
+    count. `records`: the operation's own JSON/CSV records, when results are not
+    enough (edit shows its fields). `asks`: False for an operation that changes
+    nothing the admin must confirm (export writes backups only); `question` is
+    then never asked.
+    """
+
+    question: Callable[[Plan[D]], str]
+    summary: Callable[[Plan[D] | Batch[D], bool], str]
+    typed: bool = False
+    progress_label: str = "Applying"
+    records: Records | None = None
+    asks: bool = True
+
+
+def carry_out(
+    app: AppState,
+    engine: Engine,
+    plan: Plan[D],
+    apply: Apply[D],
+    wording: Wording[D],
+    *,
+    output: OutputFormat,
+    yes: bool,
+    dry_run: bool,
+    reason: str | None,
+    stdin_used: bool = False,
+) -> Batch[D] | None:
+    """Dry run, or confirm, apply and render; returns the batch when one was applied."""
+    if dry_run or plan.changing == 0:
+        render_batch(plan, output, wording.summary(plan, dry_run), wording.records)
+        return None
+    typed = plan.changing if wording.typed and plan.changing > 1 else None
+    if wording.asks:
+        confirm(wording.question(plan), yes=yes, stdin_used=stdin_used, typed=typed)
+    with progress(plan.changing, wording.progress_label) as on_progress:
+        batch = apply(engine, plan, app.change(reason), on_progress=on_progress)
+    render_batch(batch, output, wording.summary(batch, False), wording.records)
+    return batch
