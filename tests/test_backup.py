@@ -11,16 +11,10 @@ from pathlib import Path
 import pytest
 
 from pbclients import audit
-from pbclients.backup import (
-    FORMAT_VERSION,
-    BackupInvalid,
-    backup_files,
-    verify_backup,
-    write_backup,
-)
-from pbclients.backup import (
-    snapshot as read_snapshot,
-)
+from pbclients.backup.archive import FORMAT_VERSION, BackupInvalid, backup_files
+from pbclients.backup.reader import verify_backup
+from pbclients.backup.writer import snapshot as read_snapshot
+from pbclients.backup.writer import write_backup
 from pbclients.db import reading
 from pbclients.paths import default_backup_dir
 from tests.factory import NOW
@@ -32,14 +26,14 @@ def pinned_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PBCLIENTS_NOW", NOW_TEXT)
 
 
-def export_one(cli, client: str, folder: Path) -> dict:  # type: ignore[no-untyped-def]
+def export_one(cli, client: str, folder: Path) -> dict:
     result = cli("export", client, "--backup-dir", str(folder), "--format", "json")
     assert result.exit_code == 0, result.stderr
     [row] = records(result.stdout)
     return row
 
 
-def rewrite(path: Path, change) -> None:  # type: ignore[no-untyped-def]
+def rewrite(path: Path, change) -> None:
     """Rebuild an archive with `change(members)` applied, keeping everything else."""
     with zipfile.ZipFile(path) as archive:
         members = {name: archive.read(name) for name in archive.namelist()}

@@ -18,12 +18,13 @@ import pytest
 from sqlalchemy import insert, text
 
 from pbclients import audit
-from pbclients.backup import backup_files, verify_backup
+from pbclients.backup.archive import backup_files
+from pbclients.backup.reader import verify_backup
 from pbclients.db import reading, writing
-from pbclients.deletion import delete_clients, preview_delete
+from pbclients.deletion import Deletion, delete_clients, preview
 from pbclients.errors import BackupFailed, UsageError
-from pbclients.lifecycle import Change
 from pbclients.models import Document, Message
+from pbclients.operation import Change
 from pbclients.selection import Selection
 from tests.factory import NOW
 from tests.helpers import (
@@ -49,7 +50,7 @@ def sha256_of(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def delete_events(engine) -> dict[int, dict]:  # type: ignore[no-untyped-def]
+def delete_events(engine) -> dict[int, dict]:
     """The newest delete event's detail per client."""
     with reading(engine) as session:
         return {
@@ -59,7 +60,7 @@ def delete_events(engine) -> dict[int, dict]:  # type: ignore[no-untyped-def]
         }
 
 
-def assert_safe(engine, db_path: str | None = None, folder: Path | None = None) -> None:  # type: ignore[no-untyped-def]
+def assert_safe(engine, db_path: str | None = None, folder: Path | None = None) -> None:
     """The invariant: every deleted client has a verified backup whose SHA-256 is on record.
 
     The trail names the backup file only (a folder may carry a client's name): it is in `folder`.
@@ -225,13 +226,27 @@ def test_a_backup_folder_that_is_a_file_fails_with_exit_4(cli, practice, engine,
 # --- the domain function ------------------------------------------------------------------
 
 
-def test_preview_counts_seats_and_consequences(engine, practice):
-    preview = preview_delete(engine, Selection(_refs("1", "2", "3")))
-    assert preview.changing == 3
-    assert preview.extra["seats_freed"] == 3
-    assert preview.extra["retention_days"] == 30
-    assert preview.consequences is not None
-    assert preview.consequences.active_payment_plans == 1
+def test_preview_counts_seats_and_consequences(engine, practice, tmp_path):
+    plan = preview(engine, Deletion(Selection(_refs("1", "2", "3")), tmp_path))
+    assert plan.changing == 3
+    assert plan.detail.seats_freed == 3
+    assert plan.detail.retention_days == 30
+    assert plan.consequences is not None
+    assert plan.consequences.active_payment_plans == 1
+
+
+def test_apply_deletes_the_planned_clients_without_resolving_the_selection_again(
+    engine, practice, tmp_path
+):
+    from pbclients.deletion import apply
+
+    plan = preview(engine, Deletion(Selection(_refs("ana@example.org")), tmp_path))
+    # Resolving the e-mail again would no longer find client 1 (exit 3).
+    sql(engine, "UPDATE client SET email = 'x@example.org', email_key = 'x@example.org' "
+                "WHERE id = 1")  # fmt: skip
+    batch = apply(engine, plan, Change("t", None, NOW))
+    assert [(r.client_id, r.outcome.value) for r in batch.results] == [(1, "changed")]
+    assert statuses(engine)[1] == "deleted"
 
 
 def test_an_empty_selection_without_a_date_is_a_usage_error(engine, practice, tmp_path):
@@ -284,7 +299,7 @@ def test_a_record_edited_after_its_backup_stops_the_deletion(engine, practice, t
     assert statuses(engine) == before
 
 
-def _refs(*texts: str):  # type: ignore[no-untyped-def]
+def _refs(*texts: str):
     from pbclients.csvinput import Reference
 
     return [Reference(t, "argument", None) for t in texts]
@@ -458,7 +473,7 @@ def _held(db: str, folder: Path, step: str, release: Path) -> subprocess.Popen[s
     )  # fmt: skip
 
 
-def _wait_for(predicate, seconds: float = 30) -> None:  # type: ignore[no-untyped-def]
+def _wait_for(predicate, seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
     while not predicate():
         assert time.monotonic() < deadline, "timed out"

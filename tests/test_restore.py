@@ -11,8 +11,8 @@ from sqlalchemy import select, text
 from sqlmodel import SQLModel
 
 from pbclients.db import reading
-from pbclients.lifecycle import Change
 from pbclients.models import RECORD_MODELS, Client
+from pbclients.operation import Change
 from pbclients.purge import purge
 from tests.factory import NOW
 from tests.helpers import NOW_TEXT, outcomes, records, snapshot, sql, statuses
@@ -26,7 +26,7 @@ def pinned_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PBCLIENTS_NOW", NOW_TEXT)
 
 
-def client_rows(engine, client_id: int) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def client_rows(engine, client_id: int) -> dict[str, Any]:
     """Every row of every table that belongs to the client (its profile without state)."""
     found: dict[str, Any] = {}
     with reading(engine) as session:
@@ -48,13 +48,13 @@ def client_rows(engine, client_id: int) -> dict[str, Any]:  # type: ignore[no-un
     return found
 
 
-def delete_one(cli, client: str, folder: Path) -> str:  # type: ignore[no-untyped-def]
+def delete_one(cli, client: str, folder: Path) -> str:
     result = cli("delete", client, "--backup-dir", str(folder), "--yes", "--format", "json")
     assert result.exit_code == 0, result.stderr
     return str(records(result.stdout)[0]["backup"])
 
 
-def purge_all(engine) -> None:  # type: ignore[no-untyped-def]
+def purge_all(engine) -> None:
     purge(engine, Change("cron", None, NOW + timedelta(days=31)))
 
 
@@ -222,3 +222,39 @@ def test_the_reference_is_the_backup_path_as_given(cli, practice, tmp_path, monk
     assert result.exit_code == 0, result.stderr
     [row] = records(result.stdout)
     assert (row["reference"], row["backup"]) == (relative, str(backup))
+
+
+# --- the plan the admin confirmed is the one applied ----------------------------------------
+
+
+def test_a_backup_replaced_after_its_preview_is_refused_and_nothing_is_written(
+    cli, practice, engine, tmp_path
+):
+    from pbclients.errors import BadInput
+    from pbclients.restore import Restore, apply, preview
+
+    first = Path(delete_one(cli, "1", tmp_path / "one"))
+    other = Path(delete_one(cli, "2", tmp_path / "two"))
+    purge_all(engine)
+    plan = preview(engine, Restore(first))
+    first.write_bytes(other.read_bytes())  # a valid backup, but not the one confirmed
+    before = snapshot(engine)
+    with pytest.raises(BadInput, match="changed on disk after it was checked"):
+        apply(engine, plan, Change("t", None, NOW))
+    assert snapshot(engine) == before
+
+
+def test_a_client_restored_after_the_preview_stops_the_restore_with_exit_5(
+    cli, practice, engine, tmp_path
+):
+    from pbclients.errors import DatabaseBusy
+    from pbclients.restore import Restore, apply, preview
+
+    backup = Path(delete_one(cli, "1", tmp_path))
+    plan = preview(engine, Restore(backup))
+    assert cli("restore", str(backup), "--yes").exit_code == 0
+    before = snapshot(engine)
+    with pytest.raises(DatabaseBusy) as caught:
+        apply(engine, plan, Change("t", None, NOW))
+    assert caught.value.exit_code == 5
+    assert snapshot(engine) == before

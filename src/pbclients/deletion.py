@@ -13,39 +13,141 @@ edited or removed, its status changed), the transaction notices (each client's
 record is hashed again under the write lock and compared with what its backup
 holds) and the command stops with exit 4 rather than delete a client whose
 backup is stale.
+
+Follows the protocol of `pbclients.operation`: `preview` resolves the selection
+once and `apply` carries out that plan in named steps (`_write_backups`,
+`_check_unchanged`, `_mark_deleted`, `_record`).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import CursorResult, Engine, update
+from sqlalchemy import ColumnElement, CursorResult, Engine, update
 from sqlmodel import Session, col, select
 
 from pbclients import audit, clock, faults, settings
-from pbclients.backup import content_digest, kept_note, prepare_folder, write_verified_backup
+from pbclients.backup.writer import (
+    content_digest,
+    kept_note,
+    prepare_folder,
+    write_verified_backup,
+)
 from pbclients.db import load_ids, reading, writing
 from pbclients.errors import BackupFailed, UsageError
-from pbclients.lifecycle import Change, ProgressCallback, consequences
+from pbclients.lifecycle import consequences
 from pbclients.models import Client
+from pbclients.operation import Action, Batch, Change, Plan, ProgressCallback, carried_out
 from pbclients.policy import Status
-from pbclients.results import Batch, ChangeResult, Outcome
+from pbclients.results import ChangeResult, Outcome
 from pbclients.selection import CHUNK, Selection, chunks, resolve
 
-ACTION = "delete"
+
+@dataclass(frozen=True)
+class Deletion:
+    """Delete the selected clients (or, with `deactivated_before` alone, every client
+    deactivated before then), their backups written to `folder` first."""
+
+    selection: Selection
+    folder: Path
+    deactivated_before: datetime | None = None
+
+
+@dataclass(frozen=True)
+class DeleteDetail:
+    """What deleting means for the practice: when the data is purged, the seats freed,
+    and where the backups go (an absolute path)."""
+
+    retention_days: int
+    purge_after: datetime
+    seats_freed: int
+    backup_dir: Path
+
+
+def preview(engine: Engine, request: Deletion) -> Plan[DeleteDetail]:
+    """Who `apply` would delete, with the consequences to confirm; reads only."""
+    now = clock.now()
+    with reading(engine) as session:
+        results = _decide(session, request.selection, request.deactivated_before)
+        changing = [r.client_id for r in results if r.outcome is Outcome.PLANNED and r.client_id]
+        retention_days = _retention(session)
+        detail = DeleteDetail(
+            retention_days,
+            now + timedelta(days=retention_days),
+            len(changing),
+            request.folder.expanduser().absolute(),
+        )
+        return Plan(Action.DELETE, results, detail, consequences(session, changing, now))
+
+
+def apply(
+    engine: Engine,
+    plan: Plan[DeleteDetail],
+    change: Change,
+    *,
+    on_progress: ProgressCallback | None = None,
+) -> Batch[DeleteDetail]:
+    """Back up and verify every planned client, then delete them all in one transaction.
+
+    The selection is not resolved again: the transaction re-checks each
+    client's status and content against what the plan and its backup saw.
+    Raises BackupFailed (exit 4) when any backup cannot be written or verified,
+    or a client changed after its backup: then no client is deleted and the
+    backups already written are kept. The retention is the one the plan showed.
+    """
+    faults.checkpoint("delete.selected")
+    todo = [r for r in plan.results if r.outcome is Outcome.PLANNED and r.client_id is not None]
+    purge_after = change.at + timedelta(days=plan.detail.retention_days)
+    if not todo:
+        detail = replace(plan.detail, purge_after=purge_after, seats_freed=0)
+        return Batch(plan.action, plan.results, detail)
+    folder = prepare_folder(plan.detail.backup_dir)
+    backups = _write_backups(engine, todo, folder, change.at, on_progress)
+    faults.checkpoint("delete.after-backups")
+
+    batch_id = audit.new_batch_id()
+    with writing(engine) as session:
+        in_batch = col(Client.id).in_(select(load_ids(session, backups.files).c.id))
+        _check_unchanged(session, in_batch, todo, backups)
+        faults.checkpoint("delete.checked")
+        _mark_deleted(session, in_batch, backups, change.at, purge_after)
+        faults.checkpoint("delete.state-changed")
+        _record(session, todo, backups, batch_id, change)
+        faults.checkpoint("delete.audited")
+    faults.checkpoint("delete.committed")
+    results = [
+        _with_backup(r, backups.files[r.client_id]) if r.client_id in backups.files else r
+        for r in plan.results
+    ]
+    detail = DeleteDetail(plan.detail.retention_days, purge_after, len(backups.files), folder)
+    return Batch(plan.action, results, detail, batch_id)
+
+
+def delete_clients(
+    engine: Engine,
+    selection: Selection,
+    change: Change,
+    backup_dir: Path,
+    deactivated_before: datetime | None = None,
+    *,
+    on_progress: ProgressCallback | None = None,
+) -> Batch[DeleteDetail]:
+    """Preview and apply at once, for callers that confirm nothing (tests, scripts)."""
+    plan = preview(engine, Deletion(selection, backup_dir, deactivated_before))
+    return apply(engine, plan, change, on_progress=on_progress)
 
 
 def _retention(session: Session) -> int:
     return max(1, settings.retention_days(session))
 
 
-def _plan(
-    session: Session, selection: Selection, deactivated_before: datetime | None, outcome: Outcome
+def _decide(
+    session: Session, selection: Selection, deactivated_before: datetime | None
 ) -> list[ChangeResult]:
-    """One result per selected client: to delete (`outcome`), already deleted, or skipped."""
+    """One result per selected client: to delete (PLANNED), already deleted, or skipped."""
     if selection.is_empty():
         if deactivated_before is None:
             raise UsageError(
@@ -54,7 +156,7 @@ def _plan(
             )
         return [
             ChangeResult(str(client_id), client_id, email, Status.DEACTIVATED.value,
-                         Status.DELETED.value, outcome)
+                         Status.DELETED.value, Outcome.PLANNED)
             for client_id, email in session.execute(
                 select(col(Client.id), col(Client.email))
                 .where(
@@ -86,7 +188,7 @@ def _plan(
         elif old_enough is not None and client.client_id not in old_enough:
             state = Outcome.SKIPPED
         else:
-            state = outcome
+            state = Outcome.PLANNED
         results.append(
             ChangeResult(
                 client.reference,
@@ -109,177 +211,131 @@ def _plan(
     return results
 
 
-def _extra(retention_days: int, at: datetime, changing: int, folder: Path | None) -> dict[str, Any]:
-    return {
-        "retention_days": retention_days,
-        "purge_after": clock.iso(at + timedelta(days=retention_days)),
-        "seats_freed": changing,
-        "backup_dir": str(folder) if folder is not None else None,
-    }
+class _Kept(NamedTuple):
+    """What the transaction needs of one client's backup (little, for large batches)."""
+
+    path: str
+    sha256: str
+    content: str
 
 
-def preview_delete(
+@dataclass
+class _Backups:
+    """The backups written so far, by client id, and the first few paths for messages."""
+
+    files: dict[int, _Kept]
+    first: list[Path]
+
+    def failed(self, problem: str, *, again: bool = False) -> BackupFailed:
+        advice = "run delete again" if again else "fix that and run delete again"
+        kept = kept_note(self.first, len(self.files))
+        return BackupFailed(f"{problem.rstrip('.')}; no client was deleted{kept}; {advice}.")
+
+
+def _write_backups(
     engine: Engine,
-    selection: Selection,
-    deactivated_before: datetime | None = None,
-    *,
-    backup_dir: Path | None = None,
-) -> Batch:
-    """What `delete_clients` would do, with the consequences to confirm; writes nothing.
-
-    `extra` holds `retention_days`, `purge_after`, `seats_freed` and `backup_dir`.
-    """
-    now = clock.now()
-    with reading(engine) as session:
-        results = _plan(session, selection, deactivated_before, Outcome.PLANNED)
-        changing = [r.client_id for r in results if r.outcome is Outcome.PLANNED and r.client_id]
-        return Batch(
-            ACTION,
-            results,
-            dry_run=True,
-            consequences=consequences(session, changing, now),
-            extra=_extra(_retention(session), now, len(changing), backup_dir),
-        )
-
-
-def delete_clients(
-    engine: Engine,
-    selection: Selection,
-    change: Change,
-    backup_dir: Path,
-    deactivated_before: datetime | None = None,
-    *,
-    on_progress: ProgressCallback | None = None,
-) -> Batch:
-    """Back up, verify, then delete every selected client; all of them or none.
-
-    Active and deactivated clients can be deleted; one already deleted is
-    reported as unchanged. Raises BackupFailed (exit 4) when any backup cannot
-    be written or verified, or a client changed after its backup: then no
-    client is deleted and the backups already written are kept.
-    """
-    with reading(engine) as session:
-        results = _plan(session, selection, deactivated_before, Outcome.CHANGED)
-        retention_days = _retention(session)
-    faults.checkpoint("delete.selected")
-    todo = [r for r in results if r.outcome is Outcome.CHANGED and r.client_id is not None]
-    if not todo:
-        return Batch(ACTION, results, extra=_extra(retention_days, change.at, 0, None))
-    folder = prepare_folder(backup_dir)
-
-    # Only what the transaction needs is kept per client: memory stays small per client,
-    # and each client's records are streamed into its archive one at a time.
-    backups: dict[int, tuple[str, str, str]] = {}
-    written: list[Path] = []  # the first few, to name them in a message
+    todo: list[ChangeResult],
+    folder: Path,
+    at: datetime,
+    on_progress: ProgressCallback | None,
+) -> _Backups:
+    """A verified backup of every client, one at a time (each client's records are
+    streamed into its archive, so memory does not grow with the selection)."""
+    backups = _Backups({}, [])
     for done, result in enumerate(todo, start=1):
         client_id = int(result.client_id or 0)
         try:
-            backup = write_verified_backup(engine, client_id, folder, change.at)
+            backup = write_verified_backup(engine, client_id, folder, at)
         except BackupFailed as error:
-            raise BackupFailed(_failed(str(error), written, len(backups))) from None
-        backups[client_id] = (str(backup.path), backup.sha256, backup.content)
-        if len(written) < 4:
-            written.append(backup.path)
+            raise backups.failed(str(error)) from None
+        backups.files[client_id] = _Kept(str(backup.path), backup.sha256, backup.content)
+        if len(backups.first) < 4:
+            backups.first.append(backup.path)
         if on_progress:
             on_progress(done, len(todo))
-    faults.checkpoint("delete.after-backups")
+    return backups
 
-    batch_id = audit.new_batch_id()
-    purge_after = change.at + timedelta(days=retention_days)
-    with writing(engine) as session:
-        selected = load_ids(session, backups)
-        in_batch = col(Client.id).in_(select(selected.c.id))
-        # PostgreSQL: lock the rows first, so records cannot be added to them unseen
-        # between this check and the commit (a new record's foreign key waits for the lock).
-        current = dict(
-            session.exec(select(Client.id, Client.status).where(in_batch).with_for_update()).all()
-        )
-        # One client at a time: only re-reading the rows shows an edit a count would miss.
-        for result in todo:
-            client_id = int(result.client_id or 0)
-            now_status = current.get(client_id)
-            if now_status != result.before:
-                raise BackupFailed(
-                    _failed(
-                        f"Client {client_id} changed while the backups were written "
-                        f"(it is now {now_status or 'gone'}).",
-                        written,
-                        len(backups),
-                        again=True,
-                    )
-                )
-            path, _sha, backed_up = backups[client_id]
-            if content_digest(session, client_id) != backed_up:
-                raise BackupFailed(
-                    _failed(
-                        f"Client {client_id}'s records changed after its backup {path} was "
-                        "written.",
-                        written,
-                        len(backups),
-                        again=True,
-                    )
-                )
-        faults.checkpoint("delete.checked")
-        changed = cast(
-            CursorResult[Any],
-            session.execute(
-                update(Client)
-                .where(
-                    in_batch,
-                    col(Client.status).in_([Status.ACTIVE.value, Status.DEACTIVATED.value]),
-                )
-                .values(status=Status.DELETED.value, deleted_at=change.at, purge_after=purge_after)
-                .execution_options(synchronize_session=False)
-            ),
-        ).rowcount
-        if changed != len(backups):
-            raise BackupFailed(
-                _failed(
-                    "Some clients changed while the backups were written.",
-                    written,
-                    len(backups),
-                    again=True,
-                )
+
+def _check_unchanged(
+    session: Session, in_batch: ColumnElement[bool], todo: list[ChangeResult], backups: _Backups
+) -> None:
+    """Each client still has the status the plan saw and the content its backup holds."""
+    # PostgreSQL: lock the rows first, so records cannot be added to them unseen
+    # between this check and the commit (a new record's foreign key waits for the lock).
+    current = dict(
+        session.exec(select(Client.id, Client.status).where(in_batch).with_for_update()).all()
+    )
+    # One client at a time: only re-reading the rows shows an edit a count would miss.
+    for result in todo:
+        client_id = int(result.client_id or 0)
+        now_status = current.get(client_id)
+        if now_status != result.before:
+            raise backups.failed(
+                f"Client {client_id} changed while the backups were written "
+                f"(it is now {now_status or 'gone'}).",
+                again=True,
             )
-        faults.checkpoint("delete.state-changed")
-        audit.append(
-            session,
-            (
-                audit.NewEvent(
-                    ACTION,
-                    r.client_id,
-                    r.before,
-                    Status.DELETED.value,
-                    {
-                        "backup": Path(backups[int(r.client_id or 0)][0]).name,
-                        "sha256": backups[int(r.client_id or 0)][1],
-                    },
-                )
-                for r in todo
-            ),
-            batch_id=batch_id,
-            actor=change.actor,
-            reason=change.reason,
-            at=change.at,
-        )
-        faults.checkpoint("delete.audited")
-    faults.checkpoint("delete.committed")
-    final = [
-        _with_backup(r, *backups[int(r.client_id or 0)][:2]) if r.client_id in backups else r
-        for r in results
-    ]
-    return Batch(
-        ACTION,
-        final,
+        kept = backups.files[client_id]
+        if content_digest(session, client_id) != kept.content:
+            raise backups.failed(
+                f"Client {client_id}'s records changed after its backup {kept.path} was written.",
+                again=True,
+            )
+
+
+def _mark_deleted(
+    session: Session,
+    in_batch: ColumnElement[bool],
+    backups: _Backups,
+    at: datetime,
+    purge_after: datetime,
+) -> None:
+    changed = cast(
+        CursorResult[Any],
+        session.execute(
+            update(Client)
+            .where(
+                in_batch,
+                col(Client.status).in_([Status.ACTIVE.value, Status.DEACTIVATED.value]),
+            )
+            .values(status=Status.DELETED.value, deleted_at=at, purge_after=purge_after)
+            .execution_options(synchronize_session=False)
+        ),
+    ).rowcount
+    if changed != len(backups.files):
+        raise backups.failed("Some clients changed while the backups were written.", again=True)
+
+
+def _record(
+    session: Session,
+    todo: list[ChangeResult],
+    backups: _Backups,
+    batch_id: str,
+    change: Change,
+) -> None:
+    """One audit event per client, naming its backup (file name only) and SHA-256:
+    purge reads that checksum, and undo returns the client to the event's `before`."""
+    audit.append(
+        session,
+        (
+            audit.NewEvent(
+                Action.DELETE,
+                r.client_id,
+                r.before,
+                Status.DELETED.value,
+                {
+                    "backup": Path(backups.files[int(r.client_id or 0)].path).name,
+                    "sha256": backups.files[int(r.client_id or 0)].sha256,
+                },
+            )
+            for r in todo
+        ),
         batch_id=batch_id,
-        extra=_extra(retention_days, change.at, len(backups), folder),
+        actor=change.actor,
+        reason=change.reason,
+        at=change.at,
     )
 
 
-def _with_backup(result: ChangeResult, path: str, sha256: str) -> ChangeResult:
-    return replace(result, backup=path, sha256=sha256)
-
-
-def _failed(problem: str, written: list[Path], count: int, *, again: bool = False) -> str:
-    advice = "run delete again" if again else "fix that and run delete again"
-    return f"{problem.rstrip('.')}; no client was deleted{kept_note(written, count)}; {advice}."
+def _with_backup(result: ChangeResult, kept: _Kept) -> ChangeResult:
+    return replace(carried_out(result), backup=kept.path, sha256=kept.sha256)

@@ -6,12 +6,17 @@ gone) or is still pending purge (it is undeleted, and any record missing from
 the database is put back; records still there are kept as they are). The
 archive is verified before anything is written, and every member is checked
 against its checksum again as it is read. Restoring never notifies the client.
+
+Follows the protocol of `pbclients.operation`: `preview` verifies the archive
+and decides where the client comes back; `apply` verifies it again, refuses a
+file that changed since, and re-decides under the write lock, stopping if the
+database no longer agrees with the plan.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,27 +25,29 @@ from sqlalchemy import Engine, Table, func, insert, select
 from sqlmodel import Session
 
 from pbclients import audit, clock, faults
-from pbclients.backup import (
-    BackupArchive,
-    Manifest,
-    audit_name,
-    open_backup,
-    table_of,
-)
+from pbclients.backup.archive import BackupInvalid, Manifest, audit_name, table_of
+from pbclients.backup.reader import BackupArchive, open_backup
 from pbclients.db import is_sqlite, reading, writing
-from pbclients.errors import BadInput
-from pbclients.lifecycle import Change
+from pbclients.errors import BadInput, DatabaseBusy
 from pbclients.models import RECORD_MODELS, Client, Program
+from pbclients.operation import Action, Batch, Change, Plan, ProgressCallback
 from pbclients.plan import ensure_room
 from pbclients.policy import Status
 from pbclients.purge import PURGED
-from pbclients.results import Batch, ChangeResult, Outcome
+from pbclients.results import ChangeResult, Outcome
 from pbclients.selection import live_email_owners
 
 
 @dataclass(frozen=True)
-class _RestorePlan:
-    client_id: int  # the id the client gets back
+class Restore:
+    """Bring back the client held in the backup file at `path`."""
+
+    path: Path
+
+
+@dataclass(frozen=True)
+class _Decision:
+    client_id: int  # the id the client gets back (0: a new one)
     backup_client_id: int
     email: str
     before: str  # "deleted" (pending purge) or "purged"
@@ -48,48 +55,86 @@ class _RestorePlan:
     unchanged_status: str | None = None  # the same client is here and not deleted
 
 
-def restore_backup(engine: Engine, path: Path, change: Change, *, dry_run: bool = False) -> Batch:
-    """Bring a client back from a backup, as deactivated, with every record.
+@dataclass(frozen=True)
+class RestoreDetail:
+    """What the verified backup holds (records per kind, when it was written) and the
+    decision `apply` re-checks: the file's SHA-256 and where the client comes back."""
 
-    Works whether the client was purged already (its rows are recreated, with
-    the same ids where they are free) or is still pending purge (it is
-    undeleted and any record missing from the database is put back). The
-    archive is untrusted: it is verified first (every checksum, every value
-    against its column, sizes capped) and a damaged or crafted one is refused
-    (exit 3) with nothing written; so is an e-mail that now belongs to another
-    client (exit 3) and a restore past the plan limit (exit 6). All in one
-    transaction; every member is checked again as it is read, so a file changed
-    meanwhile rolls it back.
+    path: Path
+    sha256: str
+    created_at: str
+    counts: dict[str, int]
+    decision: _Decision
+
+
+def preview(engine: Engine, request: Restore) -> Plan[RestoreDetail]:
+    """Verify the backup and decide where the client comes back; writes nothing.
+
+    The archive is untrusted: every checksum, every value against its column,
+    sizes capped; a damaged or crafted one is refused (exit 3). So is an e-mail
+    that now belongs to another client (exit 3) and a restore past the plan
+    limit (exit 6). A client that is here and not deleted is `unchanged`.
     """
-    reference = str(path)
-    with open_backup(Path(path)) as archive:
+    with open_backup(Path(request.path)) as archive:
         manifest = archive.verify()
         profile = archive.profile()
-        if dry_run:
-            with reading(engine) as session:
-                plan = _plan_restore(session, manifest, profile)
-            outcome = Outcome.PLANNED if plan.unchanged_status is None else Outcome.UNCHANGED
-            return _restore_batch(reference, manifest, plan, outcome, None, dry_run=True)
+    with reading(engine) as session:
+        decision = _decide(session, manifest, profile)
+    outcome = Outcome.PLANNED if decision.unchanged_status is None else Outcome.UNCHANGED
+    detail = RestoreDetail(
+        request.path, manifest.sha256, manifest.created_at, manifest.counts, decision
+    )
+    return Plan(Action.RESTORE, [_result(request.path, manifest, decision, outcome)], detail)
+
+
+def apply(
+    engine: Engine,
+    plan: Plan[RestoreDetail],
+    change: Change,
+    *,
+    on_progress: ProgressCallback | None = None,
+) -> Batch[RestoreDetail]:
+    """Restore the client as the plan decided, with every record, in one transaction.
+
+    The file is verified again and must be the one the plan verified (exit 3
+    otherwise); the decision is made again under the write lock and must be the
+    plan's (exit 5 otherwise). Every member is checked against its checksum
+    again as it is read, so a file changed meanwhile rolls everything back.
+    """
+    detail = plan.detail
+    if plan.changing == 0:
+        return Batch(plan.action, plan.results, detail)
+    with open_backup(Path(detail.path)) as archive:
+        manifest = archive.verify()
+        if manifest.sha256 != detail.sha256:
+            raise BackupInvalid(
+                f"Backup {manifest.path} changed on disk after it was checked",
+                "nothing was written, run restore again",
+            )
+        profile = archive.profile()
         batch_id = audit.new_batch_id()
         with writing(engine) as session:
-            plan = _plan_restore(session, manifest, profile)
-            if plan.unchanged_status is not None:
-                return _restore_batch(reference, manifest, plan, Outcome.UNCHANGED, None)
-            client_id = _restore_rows(session, archive, profile, plan, change.at)
+            decision = _decide(session, manifest, profile)
+            if decision != detail.decision:
+                raise DatabaseBusy(
+                    f"Client {decision.backup_client_id} changed while this command ran; "
+                    "nothing was restored, run restore again."
+                )
+            client_id = _restore_rows(session, archive, profile, decision, change.at)
             faults.checkpoint("restore.rows-written")
             # The file's checksum and the tool's own name for it: the path it was given
             # may carry a client's name, and the trail outlives the client.
-            detail: dict[str, Any] = {
+            event: dict[str, Any] = {
                 "backup": audit_name(manifest.path, manifest.client_id, manifest.created_at),
                 "sha256": manifest.sha256,
             }
-            if client_id != plan.backup_client_id:
-                detail["backup_client_id"] = plan.backup_client_id
+            if client_id != decision.backup_client_id:
+                event["backup_client_id"] = decision.backup_client_id
             audit.append(
                 session,
                 [
                     audit.NewEvent(
-                        "restore", client_id, plan.before, Status.DEACTIVATED.value, detail
+                        Action.RESTORE, client_id, decision.before, Status.DEACTIVATED.value, event
                     )
                 ],
                 batch_id=batch_id,
@@ -97,41 +142,35 @@ def restore_backup(engine: Engine, path: Path, change: Change, *, dry_run: bool 
                 reason=change.reason,
                 at=change.at,
             )
-        plan = _RestorePlan(client_id, plan.backup_client_id, plan.email, plan.before, plan.present)
-        return _restore_batch(reference, manifest, plan, Outcome.CHANGED, batch_id)
+    if on_progress:
+        on_progress(1, 1)
+    done = replace(decision, client_id=client_id)
+    result = _result(detail.path, manifest, done, Outcome.CHANGED)
+    return Batch(plan.action, [result], detail, batch_id)
 
 
-def _restore_batch(
-    reference: str,
-    manifest: Manifest,
-    plan: _RestorePlan,
-    outcome: Outcome,
-    batch_id: str | None,
-    *,
-    dry_run: bool = False,
-) -> Batch:
+def restore_backup(engine: Engine, path: Path, change: Change) -> Batch[RestoreDetail]:
+    """Preview and apply at once, for callers that confirm nothing (tests, scripts)."""
+    return apply(engine, preview(engine, Restore(path)), change)
+
+
+def _result(path: Path, manifest: Manifest, decision: _Decision, outcome: Outcome) -> ChangeResult:
+    """The one result of a restore; its reference is the backup's path as given."""
     note = None
-    if plan.unchanged_status is not None:
-        note = f"client {plan.client_id} is here and {plan.unchanged_status}, not deleted"
-    elif plan.client_id != plan.backup_client_id:
-        note = f"id {plan.backup_client_id} now belongs to another client"
-    result = ChangeResult(
-        reference,
-        plan.client_id or None,
-        plan.email,
-        plan.unchanged_status or plan.before,
-        plan.unchanged_status or Status.DEACTIVATED.value,
+    if decision.unchanged_status is not None:
+        note = f"client {decision.client_id} is here and {decision.unchanged_status}, not deleted"
+    elif decision.client_id != decision.backup_client_id:
+        note = f"id {decision.backup_client_id} now belongs to another client"
+    return ChangeResult(
+        str(path),
+        decision.client_id or None,
+        decision.email,
+        decision.unchanged_status or decision.before,
+        decision.unchanged_status or Status.DEACTIVATED.value,
         outcome,
         backup=str(manifest.path),
         sha256=manifest.sha256,
         note=note,
-    )
-    return Batch(
-        "restore",
-        [result],
-        batch_id=batch_id,
-        dry_run=dry_run,
-        extra={"counts": manifest.counts, "created_at": manifest.created_at},
     )
 
 
@@ -140,7 +179,7 @@ def email_key(email: str) -> str:
     return email.casefold()
 
 
-def _plan_restore(session: Session, manifest: Manifest, profile: dict[str, Any]) -> _RestorePlan:
+def _decide(session: Session, manifest: Manifest, profile: dict[str, Any]) -> _Decision:
     backup_id = manifest.client_id
     email = str(profile["email"])
     key = email_key(email)
@@ -151,7 +190,7 @@ def _plan_restore(session: Session, manifest: Manifest, profile: dict[str, Any])
         and clock.as_utc(existing.created_at) == profile["created_at"]
     )
     if existing is not None and same and existing.status != Status.DELETED.value:
-        return _RestorePlan(backup_id, backup_id, email, PURGED, True, existing.status)
+        return _Decision(backup_id, backup_id, email, PURGED, True, existing.status)
     owner = live_email_owners(session, [key]).get(key)
     if owner is not None:
         raise BadInput(
@@ -160,17 +199,17 @@ def _plan_restore(session: Session, manifest: Manifest, profile: dict[str, Any])
         )
     ensure_room(session, 1, verb="Restoring")
     if same:
-        return _RestorePlan(backup_id, backup_id, email, Status.DELETED.value, True)
+        return _Decision(backup_id, backup_id, email, Status.DELETED.value, True)
     # The id is free (purged), or a newer client was given it: then the client gets a new id.
     new_id = backup_id if existing is None else 0
-    return _RestorePlan(new_id, backup_id, email, PURGED, False)
+    return _Decision(new_id, backup_id, email, PURGED, False)
 
 
 def _restore_rows(
     session: Session,
     archive: BackupArchive,
     profile: dict[str, Any],
-    plan: _RestorePlan,
+    decision: _Decision,
     at: datetime,
 ) -> int:
     client_table = table_of(Client)
@@ -181,21 +220,23 @@ def _restore_rows(
         "deleted_at": None,
         "purge_after": None,
     }
-    if plan.present:
+    if decision.present:
         session.execute(
-            client_table.update().where(client_table.c.id == plan.client_id).values(restored_state)
+            client_table.update()
+            .where(client_table.c.id == decision.client_id)
+            .values(restored_state)
         )
-        client_id = plan.client_id
+        client_id = decision.client_id
     else:
         row = {**profile, "email_key": email_key(profile["email"]), **restored_state}
-        if not plan.client_id:
+        if not decision.client_id:
             row.pop("id")
             client_id = int(
                 session.execute(insert(client_table).returning(client_table.c.id), row).scalar_one()
             )
         else:
             session.execute(insert(client_table), [row])
-            client_id = plan.client_id
+            client_id = decision.client_id
     touched = [client_table]
     id_maps: dict[str, dict[int, int]] = {"programs": _restore_programs(session, archive)}
     touched.append(table_of(Program))

@@ -26,21 +26,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
+from sqlmodel import col
 
-from pbclients.backup import (
-    MAX_MEMBER_BYTES,
-    backup_files,
-    decode_row,
-    remove_stale_temporaries,
-    table_of,
-    verify_backup,
-    write_backup,
-)
-from pbclients.backup import snapshot as read_snapshot
+from pbclients.backup.archive import MAX_MEMBER_BYTES, backup_files, decode_row, table_of
+from pbclients.backup.reader import verify_backup
+from pbclients.backup.writer import remove_stale_temporaries, write_backup
+from pbclients.backup.writer import snapshot as read_snapshot
 from pbclients.db import make_engine, reading
 from pbclients.errors import PbClientsError
-from pbclients.lifecycle import Change
 from pbclients.models import RECORD_MODELS, AuditEvent, Client, Program
+from pbclients.operation import Change
 from pbclients.purge import purge
 from pbclients.restore import restore_backup
 from tests.factory import NOW
@@ -112,7 +107,7 @@ def dropping(key: str) -> Callable[[Any], Any]:
 
 
 @pytest.fixture
-def backup_of_ana(engine, practice, tmp_path) -> Path:  # type: ignore[no-untyped-def]
+def backup_of_ana(engine, practice, tmp_path) -> Path:
     """A real backup of client 1 (records of every kind it has, a document, a program)."""
     with read_snapshot(engine) as session:
         written = write_backup(session, 1, tmp_path / "exports", NOW)
@@ -120,7 +115,7 @@ def backup_of_ana(engine, practice, tmp_path) -> Path:  # type: ignore[no-untype
 
 
 @pytest.fixture
-def purged_ana(engine, practice, backup_of_ana, cli, tmp_path) -> Path:  # type: ignore[no-untyped-def]
+def purged_ana(engine, practice, backup_of_ana, cli, tmp_path) -> Path:
     """Client 1 deleted and purged: its backup is the only way back."""
     result = cli("delete", "1", "--backup-dir", str(tmp_path / "b"), "--yes")
     assert result.exit_code == 0, result.stderr
@@ -138,7 +133,7 @@ def crafted(
     return write_members(tmp_path / "crafted.pbbackup.zip", members)
 
 
-def assert_refused(cli, engine, path: Path, *fragments: str) -> str:  # type: ignore[no-untyped-def]
+def assert_refused(cli, engine, path: Path, *fragments: str) -> str:
     """export --verify and restore both refuse with exit 3, and nothing is written."""
     before = snapshot(engine)
     verified = cli("export", "--verify", str(path))
@@ -360,7 +355,7 @@ def test_a_forged_email_key_is_never_stored(cli, engine, purged_ana, tmp_path):
     result = cli("restore", str(path), "--yes")
     assert result.exit_code == 0, result.stderr
     with reading(engine) as session:
-        key = session.execute(select(Client.email_key).where(Client.id == 1)).scalar_one()
+        key = session.execute(select(col(Client.email_key)).where(col(Client.id) == 1)).scalar_one()
     assert key == "ana@example.org"
 
 
@@ -378,7 +373,7 @@ def test_programs_nothing_in_the_backup_refers_to_are_not_inserted(
     result = cli("restore", str(path), "--yes")
     assert result.exit_code == 0, result.stderr
     with reading(engine) as session:
-        names = set(session.execute(select(Program.name)).scalars())
+        names = set(session.execute(select(col(Program.name))).scalars())
     assert names == {"Spring Reset", "Sleep Foundations"}
 
 
@@ -464,7 +459,8 @@ def _copy_raw(source: zipfile.ZipFile, info: zipfile.ZipInfo, target: zipfile.Zi
     target.filelist.append(copy)
     target.NameToInfo[copy.filename] = copy
     target.start_dir = target.fp.tell()
-    target._didModify = True  # write the central directory on close
+    # write the central directory on close (a private flag typeshed leaves out)
+    target._didModify = True  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
@@ -600,9 +596,9 @@ def mutate(original: bytes, mutation: tuple[str, Any]) -> bytes:
     kind, arguments = mutation
     if kind == "flip":
         offset, mask = arguments
-        data = bytearray(original)
-        data[offset % len(data)] ^= mask
-        return bytes(data)
+        flipped = bytearray(original)
+        flipped[offset % len(flipped)] ^= mask
+        return bytes(flipped)
     if kind == "truncate":
         return original[: arguments % len(original)]
     import io
@@ -686,7 +682,7 @@ def _change_json(
         members[name] = json.dumps(change(json.loads(members[name]))).encode()
 
 
-def client_state(engine, client_id: int) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def client_state(engine, client_id: int) -> dict[str, Any]:
     """What a restore must bring back, as a backup written now would hold it."""
     with read_snapshot(engine) as session:
         table = table_of(Client)
@@ -737,7 +733,7 @@ def _comparable(state: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def restore_lab(engine, practice, tmp_path, db_target):  # type: ignore[no-untyped-def]
+def restore_lab(engine, practice, tmp_path, db_target):
     """A real backup of client 1, and a function that restores bytes into a fresh copy of the
     database with client 1 purged: (exit code, the copy's snapshot before, after, engine)."""
     with read_snapshot(engine) as session:
@@ -754,7 +750,7 @@ def restore_lab(engine, practice, tmp_path, db_target):  # type: ignore[no-untyp
     copies.mkdir()
     counter = iter(range(10**6))
 
-    def fresh_engine():  # type: ignore[no-untyped-def]
+    def fresh_engine():
         if db_target.startswith("postgresql"):
             from tests.conftest import create_postgres_database, postgres_admin_url
 
@@ -790,7 +786,7 @@ def restore_lab(engine, practice, tmp_path, db_target):  # type: ignore[no-untyp
     return written.path.read_bytes(), run
 
 
-def _has_client(engine, client_id: int) -> bool:  # type: ignore[no-untyped-def]
+def _has_client(engine, client_id: int) -> bool:
     with reading(engine) as session:
         return session.get(Client, client_id) is not None
 
@@ -798,7 +794,7 @@ def _has_client(engine, client_id: int) -> bool:  # type: ignore[no-untyped-def]
 TRIED: list[str] = []
 
 
-def _property(restore_lab, examples: int) -> None:  # type: ignore[no-untyped-def]
+def _property(restore_lab, examples: int) -> None:
     original, run = restore_lab
 
     @settings(
@@ -855,7 +851,7 @@ def test_the_restore_event_keeps_the_checksum_and_the_tools_file_name_only(
     [row] = records(result.stdout)
     with reading(engine) as session:
         detail = session.execute(
-            select(AuditEvent.detail).where(AuditEvent.action == "restore")
+            select(col(AuditEvent.detail)).where(col(AuditEvent.action) == "restore")
         ).scalar_one()
     assert json.loads(detail or "") == {
         "backup": "client-000001-20261126T090000Z.pbbackup.zip",

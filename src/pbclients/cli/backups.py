@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from pbclients.cli.access import build_selection
-from pbclients.cli.common import confirm, reporting
+from pbclients.cli.common import reporting
 from pbclients.cli.options import (
     ClientsArgument,
     ColumnOption,
@@ -23,13 +23,17 @@ from pbclients.cli.options import (
     SkipUnknownOption,
     YesOption,
 )
-from pbclients.cli.output import plural, print_json, render_batch, say
-from pbclients.cli.progress import progress
+from pbclients.cli.output import plural, print_json, say
 from pbclients.cli.render import visible
 from pbclients.errors import UsageError
 
 if TYPE_CHECKING:
-    from pbclients.results import Batch
+    from datetime import datetime
+
+    from pbclients.deletion import DeleteDetail
+    from pbclients.exporting import ExportDetail
+    from pbclients.operation import Batch, Plan
+    from pbclients.restore import RestoreDetail
 
 BackupDirOption = Annotated[
     Path | None,
@@ -88,27 +92,37 @@ def export(
                 raise UsageError("--verify FILE checks a backup; give no clients with it.")
             _verify(verify, output)
             return
-        from pbclients.backup import export_clients
+        from pbclients import exporting
+        from pbclients.cli.run import Wording, carry_out
 
-        selection, _stdin_used = build_selection(
+        selection, stdin_used = build_selection(
             clients, csv_file, column, ids_from, program, skip_unknown, encoding
         )
         engine = app.engine()
-        folder = _folder(backup_dir)
-        batch = export_clients(engine, selection, folder, app.change(None))
-        from pbclients.results import Outcome
-
-        exported = batch.count(Outcome.EXPORTED)
-        summary = (
-            f"Wrote and verified {plural(exported, 'backup')} in {visible(batch.extra['folder'])}."
-            if exported
-            else "Nothing to export."
+        plan = exporting.preview(engine, exporting.Export(selection, _folder(backup_dir)))
+        wording: Wording[ExportDetail] = Wording(
+            question=lambda plan: f"Back up {plural(plan.changing, 'client')}?",
+            summary=lambda outcome, _dry_run: _export_summary(outcome),
+            progress_label="Writing backups",
+            asks=False,  # a backup changes nothing in the roster
         )
-        render_batch(batch, output, summary)
+        carry_out(
+            app, engine, plan, exporting.apply, wording,
+            output=output, yes=True, dry_run=False, reason=None, stdin_used=stdin_used,
+        )  # fmt: skip
+
+
+def _export_summary(outcome: Plan[ExportDetail] | Batch[ExportDetail]) -> str:
+    from pbclients.results import Outcome
+
+    exported = outcome.count(Outcome.EXPORTED)
+    if not exported:
+        return "Nothing to export."
+    return f"Wrote and verified {plural(exported, 'backup')} in {visible(outcome.detail.folder)}."
 
 
 def _verify(path: Path, output: OutputFormat) -> None:
-    from pbclients.backup import verify_backup
+    from pbclients.backup.reader import verify_backup
 
     manifest = verify_backup(path)
     record = manifest.as_record()
@@ -179,6 +193,7 @@ def delete(
     """
     with reporting(ctx) as app:
         from pbclients import clock, deletion
+        from pbclients.cli.run import Wording, carry_out
 
         cutoff = (
             clock.parse_moment(deactivated_before, "--deactivated-before")
@@ -190,69 +205,79 @@ def delete(
         )
         engine = app.engine()
         folder = _folder(backup_dir)
-        preview = deletion.preview_delete(engine, selection, cutoff, backup_dir=folder)
-        if dry_run or preview.changing == 0:
-            _render_delete(preview, output, dry_run=dry_run)
-            return
-        count = preview.changing
-        extra = preview.extra
-        lines = [
-            f"A verified backup of each is written to {visible(folder)} first.",
-            f"Their data is purged permanently after {extra['retention_days']} days "
-            f"(on {str(extra['purge_after'])[:10]}); until then `pbclients undo` brings them back.",
-            f"This frees {plural(extra['seats_freed'], 'plan seat')}.",
-        ]
-        consequences = preview.consequences
-        if consequences and consequences.upcoming_telehealth:
-            sessions = consequences.upcoming_telehealth
-            lines.append(
-                f"{plural(sessions, 'upcoming telehealth session')} "
-                f"{'leaves' if sessions == 1 else 'leave'} the calendar with them."
-            )
-        if consequences and consequences.active_payment_plans:
-            plans = consequences.active_payment_plans
-            lines.append(
-                f"{plural(plans, 'active payment plan')} {'is' if plans == 1 else 'are'} theirs; "
-                f"cancel {'it' if plans == 1 else 'them'} in billing if they should stop charging."
-            )
-        question = f"Delete {plural(count, 'client')}?\n  " + "\n  ".join(lines)
-        confirm(question, yes=yes, stdin_used=stdin_used, typed=count if count > 1 else None)
-        with progress(count, "Writing backups") as on_progress:
-            batch = deletion.delete_clients(
-                engine, selection, app.change(reason), folder, cutoff, on_progress=on_progress
-            )
-        _render_delete(batch, output, dry_run=False)
+        plan = deletion.preview(engine, deletion.Deletion(selection, folder, cutoff))
+        wording: Wording[DeleteDetail] = Wording(
+            # The folder as the admin gave it; the summary names the absolute path written to.
+            question=lambda plan: _delete_question(plan, folder),
+            summary=_delete_summary,
+            typed=True,
+            progress_label="Writing backups",
+        )
+        carry_out(
+            app, engine, plan, deletion.apply, wording,
+            output=output, yes=yes, dry_run=dry_run, reason=reason, stdin_used=stdin_used,
+        )  # fmt: skip
 
 
-def _render_delete(batch: Batch, output: OutputFormat, *, dry_run: bool) -> None:
+def _day(moment: datetime) -> str:
+    """The UTC date of a moment, as ISO-8601."""
+    from pbclients import clock
+
+    return clock.as_utc(moment).date().isoformat()
+
+
+def _delete_question(plan: Plan[DeleteDetail], folder: Path) -> str:
+    detail = plan.detail
+    lines = [
+        f"A verified backup of each is written to {visible(folder)} first.",
+        f"Their data is purged permanently after {detail.retention_days} days "
+        f"(on {_day(detail.purge_after)}); until then `pbclients undo` brings them back.",
+        f"This frees {plural(detail.seats_freed, 'plan seat')}.",
+    ]
+    consequences = plan.consequences
+    if consequences and consequences.upcoming_telehealth:
+        sessions = consequences.upcoming_telehealth
+        lines.append(
+            f"{plural(sessions, 'upcoming telehealth session')} "
+            f"{'leaves' if sessions == 1 else 'leave'} the calendar with them."
+        )
+    if consequences and consequences.active_payment_plans:
+        plans = consequences.active_payment_plans
+        lines.append(
+            f"{plural(plans, 'active payment plan')} {'is' if plans == 1 else 'are'} theirs; "
+            f"cancel {'it' if plans == 1 else 'them'} in billing if they should stop charging."
+        )
+    return f"Delete {plural(plan.changing, 'client')}?\n  " + "\n  ".join(lines)
+
+
+def _delete_summary(outcome: Plan[DeleteDetail] | Batch[DeleteDetail], dry_run: bool) -> str:
     from pbclients.results import Outcome
 
     parts = []
-    unchanged = batch.count(Outcome.UNCHANGED)
-    skipped = batch.count(Outcome.SKIPPED)
+    unchanged = outcome.count(Outcome.UNCHANGED)
+    skipped = outcome.count(Outcome.SKIPPED)
     if unchanged:
         parts.append(f"{unchanged} already deleted")
     if skipped:
         parts.append(f"{skipped} skipped")
     rest = f" ({', '.join(parts)})" if parts else ""
-    extra = batch.extra
-    when = f"after {extra['retention_days']} days (on {str(extra['purge_after'])[:10]})"
+    detail = outcome.detail
+    when = f"after {detail.retention_days} days (on {_day(detail.purge_after)})"
+    batch_id = getattr(outcome, "batch_id", None)  # a plan has none
     if dry_run:
-        summary = (
-            f"Dry run: would back up and delete {plural(batch.changing, 'client')}{rest}, "
-            f"freeing {plural(batch.changing, 'plan seat')}; they would be purged {when}. "
+        return (
+            f"Dry run: would back up and delete {plural(outcome.changing, 'client')}{rest}, "
+            f"freeing {plural(outcome.changing, 'plan seat')}; they would be purged {when}. "
             "Nothing was written."
         )
-    elif batch.batch_id:
-        summary = (
-            f"Deleted {plural(batch.changing, 'client')}{rest}; verified backups are in "
-            f"{visible(extra['backup_dir'])}. {plural(extra['seats_freed'], 'plan seat')} freed. "
+    if batch_id:
+        return (
+            f"Deleted {plural(outcome.changing, 'client')}{rest}; verified backups are in "
+            f"{visible(detail.backup_dir)}. {plural(detail.seats_freed, 'plan seat')} freed. "
             f"They are purged permanently {when}; until then "
-            f"`pbclients undo {batch.batch_id}` brings them back."
+            f"`pbclients undo {batch_id}` brings them back."
         )
-    else:
-        summary = f"Nothing to delete{rest}."
-    render_batch(batch, output, summary)
+    return f"Nothing to delete{rest}."
 
 
 def restore(
@@ -275,46 +300,47 @@ def restore(
         pbclients restore client-000012-20261126T090000Z.pbbackup.zip --yes
     """
     with reporting(ctx) as app:
-        from pbclients.restore import restore_backup
-        from pbclients.results import Outcome
+        from pbclients import restore as restoring
+        from pbclients.cli.run import Wording, carry_out
 
         engine = app.engine()
-        preview = restore_backup(engine, backup, app.change(reason), dry_run=True)
-        result = preview.results[0]
-        if dry_run or result.outcome is not Outcome.PLANNED:
-            _render_restore(preview, output)
-            return
-        records = sum(n for kind, n in preview.extra["counts"].items() if kind != "audit_events")
-        question = (
-            f"Restore client {result.client_id or '(new id)'} ({visible(result.email)}) with "
-            f"{plural(records, 'record')} from a backup of "
-            f"{visible(preview.extra['created_at'])}?\n"
-            "  It comes back deactivated and takes a plan seat; the client is not notified."
+        plan = restoring.preview(engine, restoring.Restore(backup))
+        wording: Wording[RestoreDetail] = Wording(
+            question=_restore_question, summary=lambda outcome, _dry_run: _restore_summary(outcome)
         )
-        confirm(question, yes=yes)
-        batch = restore_backup(engine, backup, app.change(reason))
-        _render_restore(batch, output)
+        carry_out(
+            app, engine, plan, restoring.apply, wording,
+            output=output, yes=yes, dry_run=dry_run, reason=reason,
+        )  # fmt: skip
 
 
-def _render_restore(batch: Batch, output: OutputFormat) -> None:
+def _restore_question(plan: Plan[RestoreDetail]) -> str:
+    result = plan.results[0]
+    counts = plan.detail.counts
+    records = sum(n for kind, n in counts.items() if kind != "audit_events")
+    return (
+        f"Restore client {result.client_id or '(new id)'} ({visible(result.email)}) with "
+        f"{plural(records, 'record')} from a backup of {visible(plan.detail.created_at)}?\n"
+        "  It comes back deactivated and takes a plan seat; the client is not notified."
+    )
+
+
+def _restore_summary(outcome: Plan[RestoreDetail] | Batch[RestoreDetail]) -> str:
     from pbclients.results import Outcome
 
-    result = batch.results[0]
+    result = outcome.results[0]
     if result.outcome is Outcome.PLANNED:
-        summary = (
+        return (
             f"Dry run: would restore client {result.client_id or '(new id)'} as deactivated "
             f"({visible(result.before)} before); nothing was written."
         )
-    elif result.outcome is Outcome.UNCHANGED:
-        summary = f"Nothing to restore: {visible(result.note)}."
-    else:
-        moved = (
-            f" ({visible(result.note)}, so it was given id {result.client_id})"
-            if result.note
-            else ""
-        )
-        summary = (
-            f"Restored client {result.client_id} as deactivated{moved}. "
-            f"Batch {batch.batch_id}; reactivate it with `pbclients activate {result.client_id}`."
-        )
-    render_batch(batch, output, summary)
+    if result.outcome is Outcome.UNCHANGED:
+        return f"Nothing to restore: {visible(result.note)}."
+    moved = (
+        f" ({visible(result.note)}, so it was given id {result.client_id})" if result.note else ""
+    )
+    batch_id = getattr(outcome, "batch_id", None)
+    return (
+        f"Restored client {result.client_id} as deactivated{moved}. "
+        f"Batch {batch_id}; reactivate it with `pbclients activate {result.client_id}`."
+    )

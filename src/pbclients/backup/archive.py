@@ -1,0 +1,279 @@
+"""The backup archive format: member names, manifest, rows as JSON, and the limits.
+
+An archive (`client-000042-20261126T090000Z.pbbackup.zip`: the client id and a
+UTC time, never a name or an e-mail) holds:
+
+- `client.json`: the profile row, portal credentials included;
+- `records/<kind>.jsonl`: one JSON object a line for every kind of record in
+  `models.RECORD_MODELS` (times as ISO-8601 UTC);
+- `documents/<id>-<filename>`: each document's file, byte for byte (its
+  `records/documents.jsonl` row names the member and its SHA-256);
+- `programs.json`: the programs the enrolments refer to, so a restore can
+  recreate one that no longer exists;
+- `audit_events.jsonl`: the client's audit events (its status history);
+- `manifest.json`: format and versions, client id, time, record counts per
+  kind, and the SHA-256 and size of every other member (backups written
+  before sizes were recorded are still read, under hard ceilings).
+
+Rows travel as JSON objects (`encode_row`) and come back only through
+`decode_row`, which checks every value against its column: an archive is
+untrusted input (see `pbclients.backup.reader`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, Integer, LargeBinary, String, Table, TypeDecorator
+from sqlmodel import SQLModel
+
+from pbclients import clock
+from pbclients.errors import BadInput
+from pbclients.models import RECORD_MODELS, UTCDateTime
+
+FORMAT = "pbclients-backup"
+FORMAT_VERSION = 1
+SUFFIX = ".pbbackup.zip"
+MANIFEST = "manifest.json"
+PROFILE = "client.json"
+PROGRAMS = "programs.json"
+AUDIT = "audit_events.jsonl"
+AUDIT_KIND = "audit_events"
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_NAME = re.compile(r"^client-(\d+)-(\d{8}T\d{6}Z)(?:-(\d+))?\.pbbackup\.zip$")
+
+# A reader's limits: memory stays bounded whatever a member claims.
+MAX_MEMBER_BYTES = 512 << 20  # one member decompressed (a document; databases hold < 1 GB)
+MAX_ARCHIVE_BYTES = 2 << 30  # every member together, decompressed
+MAX_JSON_BYTES = 16 << 20  # manifest.json, client.json, programs.json: parsed whole
+MAX_LINE_BYTES = 16 << 20  # one record of a .jsonl member
+MAX_MEMBERS = 100_000
+MAX_DIRECTORY_BYTES = 32 << 20  # the ZIP's central directory, which zipfile reads whole
+
+INT32 = (-(1 << 31), (1 << 31) - 1)  # INTEGER on PostgreSQL
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+_FIXED_MEMBERS = frozenset(
+    {PROFILE, PROGRAMS, AUDIT, *(f"records/{kind}.jsonl" for kind in RECORD_MODELS)}
+)
+DOCUMENT_MEMBER = re.compile(r"^documents/[0-9]{1,10}-[A-Za-z0-9._-]{1,100}$")
+
+
+class BackupInvalid(BadInput):
+    """A backup file that cannot be read or does not match its own checksums (exit 3).
+
+    `detail` is the problem alone, for callers that say themselves what it means
+    (`delete` reports it as a failed backup, exit 4).
+    """
+
+    def __init__(self, detail: str, advice: str = "nothing was written, use another backup"):
+        super().__init__(f"{detail}; {advice}.")
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a verified backup holds, as its manifest states it (checked member by member)."""
+
+    path: Path
+    sha256: str
+    format_version: int
+    pbclients_version: str
+    schema_version: str | None
+    client_id: int
+    created_at: str
+    counts: dict[str, int]
+    members: dict[str, str]
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "format_version": self.format_version,
+            "pbclients_version": self.pbclients_version,
+            "schema_version": self.schema_version,
+            "client_id": self.client_id,
+            "created_at": self.created_at,
+            "counts": self.counts,
+            "members": len(self.members) + 1,
+        }
+
+
+# --- rows as JSON ----------------------------------------------------------------------
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The table behind a model (SQLModel declares `__table__` only on table models)."""
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    return table
+
+
+def encode_row(table: Table, row: Any) -> dict[str, Any]:
+    """A row as JSON-ready values (bytes columns are left out: they become members)."""
+    out: dict[str, Any] = {}
+    for column in table.columns:
+        if column.name not in row:
+            continue
+        value = row[column.name]
+        if isinstance(value, bytes | bytearray | memoryview):
+            continue
+        out[column.name] = clock.iso(value) if isinstance(value, datetime) else value
+    return out
+
+
+def json_bytes(data: Any) -> bytes:
+    return json.dumps(data, ensure_ascii=False, sort_keys=True, indent=1).encode()
+
+
+def json_line(data: Any) -> bytes:
+    return json.dumps(data, ensure_ascii=False, sort_keys=True).encode() + b"\n"
+
+
+# --- names -----------------------------------------------------------------------------
+
+
+def member_for_document(document_id: int, filename: str) -> str:
+    base = _UNSAFE.sub("_", Path(filename.replace("\\", "/")).name).strip("._") or "file"
+    return f"documents/{document_id}-{base[:100]}"
+
+
+def backup_name(client_id: int, now: datetime, attempt: int = 1) -> str:
+    stamp = clock.as_utc(now).strftime("%Y%m%dT%H%M%SZ")
+    extra = "" if attempt == 1 else f"-{attempt}"
+    return f"client-{client_id:06d}-{stamp}{extra}{SUFFIX}"
+
+
+def audit_name(path: Path, client_id: int | None = None, created_at: str | None = None) -> str:
+    """How the audit trail names a backup: the tool's own file name pattern, never a path.
+
+    A path (its folders, or a file renamed by hand) may carry a client's name, and the
+    trail outlives the client. A name outside the pattern is replaced by the name the
+    tool gives a backup of `client_id` written at `created_at`.
+    """
+    if _NAME.match(path.name) or client_id is None or created_at is None:
+        return path.name if _NAME.match(path.name) else "(renamed backup)"
+    moment = clock.as_utc(datetime.fromisoformat(created_at.replace("Z", "+00:00")))
+    return backup_name(client_id, moment)
+
+
+def backup_files(folder: Path) -> list[Path]:
+    """Backups in a folder (by name), oldest name first; temporary files are not backups."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _NAME.match(p.name))
+
+
+def known_member(name: str) -> bool:
+    """A member name this pbclients writes (any other name is refused, never used)."""
+    return name in _FIXED_MEMBERS or DOCUMENT_MEMBER.match(name) is not None
+
+
+# --- rows back from JSON, checked --------------------------------------------------------
+
+
+def shown(text: object) -> str:
+    """A name or value from the archive as short, printable text (control characters escaped)."""
+    shown = str(text)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return ascii(shown)
+
+
+def json_type(value: object) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    return names.get(type(value), "a number")
+
+
+class _RowProblem(Exception):
+    """What is wrong with one value; the caller says where (member and line)."""
+
+
+def _value(column: Any, value: Any) -> Any:
+    """A JSON value checked against its column and converted (a datetime for a timestamp)."""
+    name = column.name
+    kind = column.type
+    if isinstance(kind, TypeDecorator) and not isinstance(kind, UTCDateTime):
+        kind = kind.impl_instance  # SQLModel's AutoString is text
+    if value is None:
+        if column.nullable:
+            return None
+        raise _RowProblem(f"{name} is null")
+    if isinstance(kind, UTCDateTime):
+        if not isinstance(value, str) or len(value) > 40:
+            raise _RowProblem(f"{name} is {json_type(value)}, not a date and time")
+        try:
+            return clock.as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+        except (ValueError, OverflowError):
+            raise _RowProblem(f"{name} {shown(value)} is not a date and time") from None
+    if isinstance(kind, Boolean):
+        if not isinstance(value, bool):
+            raise _RowProblem(f"{name} is {json_type(value)}, not true or false")
+        return value
+    if isinstance(kind, Integer):
+        low, high = _INT64 if isinstance(kind, BigInteger) else INT32
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _RowProblem(f"{name} is {json_type(value)}, not a whole number")
+        if not low <= value <= high or ((column.primary_key or column.foreign_keys) and value < 1):
+            raise _RowProblem(f"{name} {value} is out of range")
+        return value
+    if isinstance(kind, String):
+        if not isinstance(value, str):
+            raise _RowProblem(f"{name} is {json_type(value)}, not text")
+        if "\x00" in value:
+            raise _RowProblem(f"{name} holds a NUL character")
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise _RowProblem(f"{name} is not valid Unicode text") from None
+        return value
+    # A binary column travels as its own member, never inside a record; a column type
+    # added later must be checked here before a backup may carry it.
+    raise _RowProblem(f"{name} cannot be given in a record")
+
+
+def decode_row(
+    table: Table, data: Any, where: str, *, derived: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """A JSON object back into checked column values; BackupInvalid naming `where` otherwise.
+
+    `derived` columns are computed by the caller from other values and never taken from
+    the archive; binary columns come from their own members.
+    """
+    if not isinstance(data, dict):
+        raise BackupInvalid(
+            f"The backup's {where} holds {json_type(data)} where a record belongs",
+            "nothing was written, use another backup",
+        )
+    unknown = set(data) - set(table.columns.keys())
+    if unknown:
+        raise BackupInvalid(
+            f"The backup's {where} has columns this pbclients does not know "
+            f"({', '.join(shown(name) for name in sorted(unknown)[:5])})",
+            "nothing was written, use a newer pbclients",
+        )
+    row: dict[str, Any] = {}
+    try:
+        for column in table.columns:
+            if column.name in derived:
+                continue
+            if isinstance(column.type, LargeBinary):
+                if column.name in data:
+                    raise _RowProblem(f"{column.name} cannot be given in a record")
+                continue
+            if column.name not in data:
+                if column.primary_key or (not column.nullable and column.default is None):
+                    raise _RowProblem(f"{column.name} is missing")
+                continue
+            row[column.name] = _value(column, data[column.name])
+    except _RowProblem as problem:
+        raise BackupInvalid(
+            f"The backup's {where} is not valid ({problem})",
+            "nothing was written, use another backup",
+        ) from None
+    return row

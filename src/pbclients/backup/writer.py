@@ -1,0 +1,475 @@
+"""Writing a backup: streamed into a private temporary file, linked, then checked.
+
+The file is written under a temporary name in the target folder, fsynced,
+hard-linked to its final name (which never replaces an existing file) and the
+folder fsynced, so a crash leaves either no backup or a complete one. It is
+then read back and checked before anyone relies on it (`write_verified_backup`).
+`content_digest` hashes what a backup written now would hold, writing nothing,
+so deletion can tell a client changed after its backup.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets
+import zipfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import Engine, LargeBinary, Table, func, literal, select, union_all
+from sqlmodel import Session
+
+from pbclients import __version__, clock, faults
+from pbclients.backup.archive import (
+    AUDIT,
+    AUDIT_KIND,
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    PROFILE,
+    PROGRAMS,
+    BackupInvalid,
+    backup_name,
+    encode_row,
+    json_bytes,
+    json_line,
+    member_for_document,
+    table_of,
+)
+from pbclients.backup.reader import verify_backup
+from pbclients.db import is_sqlite, reading
+from pbclients.errors import BackupFailed, UnknownClient
+from pbclients.models import RECORD_MODELS, AuditEvent, Client, Enrolment, Program
+
+# What `write_backup` names a file while it writes it (see `remove_stale_temporaries`).
+_TEMPORARY = re.compile(r"^\.client-\d+-\d{8}T\d{6}Z\.pbbackup\.zip\.[0-9a-f]{8}\.tmp$")
+
+
+@dataclass(frozen=True)
+class BackupFile:
+    """A backup just written: where, the SHA-256 of the whole file, records per kind, and
+    `content`, the digest of what it holds (compare with `content_digest` before deleting)."""
+
+    path: Path
+    sha256: str
+    counts: dict[str, int]
+    client_id: int
+    content: str
+
+
+# --- what the database holds --------------------------------------------------------------
+
+
+def record_counts(session: Session, client_id: int) -> dict[str, int]:
+    """Records per kind (and audit events) the database holds for one client.
+
+    One UNION ALL statement: export and delete call this once per client.
+    """
+    tables = {kind: table_of(model) for kind, model in RECORD_MODELS.items()}
+    tables[AUDIT_KIND] = table_of(AuditEvent)
+    statement = union_all(
+        *(
+            select(literal(kind).label("kind"), func.count().label("n"))
+            .select_from(table)
+            .where(table.c.client_id == client_id)
+            for kind, table in tables.items()
+        )
+    )
+    return {kind: int(number) for kind, number in session.execute(statement)}
+
+
+def content_digest(session: Session, client_id: int) -> str:
+    """One SHA-256 over what a backup of the client written now would hold, writing nothing.
+
+    Equal to `BackupFile.content` exactly when every row (profile, records, files,
+    programs, audit history) is as it was backed up: an edited record changes it
+    where a record count would not.
+    """
+    writer = _DigestWriter()
+    _write_members(session, client_id, writer)
+    return _digest_of(writer.members)
+
+
+def _digest_of(members: Mapping[str, str]) -> str:
+    return hashlib.sha256(json.dumps(sorted(members.items())).encode()).hexdigest()
+
+
+# --- the folder ----------------------------------------------------------------------------
+
+
+def _os_reason(error: OSError) -> str:
+    if error.errno == errno.ENOSPC:
+        return "the disk is full"
+    if error.errno == errno.EFBIG:
+        return "the file grew past the size this process may write (disk quota or file limit)"
+    if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"the folder is not writable ({error.strerror})"
+    if error.errno == errno.ENOTDIR:
+        return "the backup folder is a file, not a folder"
+    return error.strerror or str(error)
+
+
+def prepare_folder(folder: Path, *, sweep: bool = True) -> Path:
+    """The backup folder, created with mode 0700 if missing; BackupFailed if unusable.
+
+    With `sweep` (once per export or delete), temporary files a crashed run left there
+    are removed first.
+    """
+    from pbclients.paths import make_private_dir
+
+    folder = folder.expanduser().absolute()
+    try:
+        make_private_dir(folder)
+    except OSError as error:
+        raise BackupFailed(f"Cannot use backup folder {folder}: {_os_reason(error)}.") from None
+    if not folder.is_dir():
+        raise BackupFailed(f"Cannot use backup folder {folder}: it is a file, not a folder.")
+    if sweep:
+        remove_stale_temporaries(folder)
+    return folder
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Remove the temporary files crashed backups left in `folder`; returns how many.
+
+    Only names this pbclients gives its temporary files, and only files no process holds
+    locked: a backup being written right now is locked by its writer, and the kernel
+    drops that lock when the writer dies, whatever killed it.
+    """
+    try:
+        entries = [entry for entry in os.scandir(folder) if _TEMPORARY.match(entry.name)]
+    except OSError:
+        return 0
+    removed = 0
+    for entry in entries:
+        try:
+            descriptor = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # gone already, or a symlink: not ours
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(entry.path)
+            removed += 1
+        except OSError:
+            pass  # being written now, or removed by another run meanwhile
+        finally:
+            os.close(descriptor)
+    return removed
+
+
+def kept_note(first: list[Path], count: int) -> str:
+    """Which backups a failed command leaves behind: named when few, else counted."""
+    if not count:
+        return ""
+    if count <= 3:
+        shown = ", ".join(str(path) for path in first[:count])
+        return f" (backups already written were kept: {shown})"
+    return f" ({count} backups already written were kept in {first[0].parent})"
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+class _HashingSink:
+    """A write-only stream that hashes what passes through (zipfile streams into it)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.raw.write(data)
+        self.digest.update(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+
+class _ArchiveWriter:
+    def __init__(self, archive: zipfile.ZipFile, now: datetime) -> None:
+        self.archive = archive
+        self.members: dict[str, str] = {}
+        self.sizes: dict[str, int] = {}
+        # ZIP stores times from 1980 to 2107 only; the manifest keeps the real time.
+        moment = clock.as_utc(now)
+        inside = 1980 <= moment.year <= 2107
+        self.stamp = (
+            moment.timetuple()[:6] if inside else (max(min(moment.year, 2107), 1980), 1, 1, 0, 0, 0)
+        )
+
+    def info(self, name: str) -> zipfile.ZipInfo:
+        info = zipfile.ZipInfo(name, date_time=self.stamp)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        info.external_attr = 0o100600 << 16  # a private regular file when unpacked
+        return info
+
+    def add(self, name: str, data: bytes) -> None:
+        with self.archive.open(self.info(name), "w", force_zip64=len(data) > (1 << 30)) as member:
+            member.write(data)
+        self.members[name] = hashlib.sha256(data).hexdigest()
+        self.sizes[name] = len(data)
+
+    @contextmanager
+    def stream(self, name: str) -> Iterator[Any]:
+        digest = hashlib.sha256()
+        size = 0
+        with self.archive.open(self.info(name), "w", force_zip64=True) as member:
+
+            def write(data: bytes) -> None:
+                nonlocal size
+                member.write(data)
+                digest.update(data)
+                size += len(data)
+
+            yield write
+        self.members[name] = digest.hexdigest()
+        self.sizes[name] = size
+
+
+class _DigestWriter:
+    """Hashes members exactly as `_ArchiveWriter` would write them, and keeps nothing else."""
+
+    def __init__(self) -> None:
+        self.members: dict[str, str] = {}
+
+    def add(self, name: str, data: bytes) -> None:
+        self.members[name] = hashlib.sha256(data).hexdigest()
+
+    @contextmanager
+    def stream(self, name: str) -> Iterator[Any]:
+        digest = hashlib.sha256()
+        yield digest.update
+        self.members[name] = digest.hexdigest()
+
+
+def _schema_version(session: Session) -> str | None:
+    from pbclients.schema import current_revision
+
+    return current_revision(session.connection())
+
+
+def _create_temporary(folder: Path, final_name: str) -> tuple[Path, int]:
+    """A new private temporary file, locked for as long as this process has it open."""
+    for _attempt in range(3):
+        temporary = folder / f".{final_name}.{secrets.token_hex(4)}.tmp"
+        descriptor = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        try:
+            # A sweep may have taken the file between its creation and the lock.
+            if os.stat(temporary).st_ino == os.fstat(descriptor).st_ino:
+                return temporary, descriptor
+        except FileNotFoundError:
+            pass
+        os.close(descriptor)
+    raise OSError(errno.EAGAIN, "its temporary file was removed while it was created")
+
+
+def write_backup(session: Session, client_id: int, folder: Path, now: datetime) -> BackupFile:
+    """Write one client's complete record to a new archive in `folder` (never overwriting).
+
+    Reads inside the caller's session, so what is written is one consistent
+    snapshot when that session's transaction is one (see `snapshot`).
+    Raises BackupFailed when the file cannot be written.
+    """
+    client = session.get(Client, client_id)
+    if client is None:
+        raise UnknownClient(f"There is no client {client_id}; nothing was backed up.")
+    folder = prepare_folder(folder, sweep=False)
+    final_name = backup_name(client_id, now)
+    try:
+        faults.checkpoint("backup.open")
+        temporary, descriptor = _create_temporary(folder, final_name)
+    except OSError as error:
+        raise BackupFailed(
+            f"Cannot write the backup of client {client_id} in {folder}: {_os_reason(error)}."
+        ) from None
+    try:
+        with os.fdopen(descriptor, "wb") as raw:
+            sink = _HashingSink(raw)
+            with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as archive:  # type: ignore[call-overload]
+                writer = _ArchiveWriter(archive, now)
+                counts = _write_members(session, client_id, writer)
+                _write_manifest(session, writer, client_id, now, counts)
+            raw.flush()
+            os.fsync(raw.fileno())
+        faults.checkpoint("backup.temp-written")
+        path = _link_new(temporary, folder, client_id, now)
+        faults.checkpoint("backup.linked")
+        os.unlink(temporary)
+        _fsync_dir(folder)
+    except OSError as error:
+        _remove_quietly(temporary)
+        raise BackupFailed(
+            f"Cannot write the backup of client {client_id} in {folder}: {_os_reason(error)}."
+        ) from None
+    except BaseException:
+        _remove_quietly(temporary)
+        raise
+    return BackupFile(path, sink.digest.hexdigest(), counts, client_id, _digest_of(writer.members))
+
+
+def _write_members(
+    session: Session, client_id: int, writer: _ArchiveWriter | _DigestWriter
+) -> dict[str, int]:
+    client_table = table_of(Client)
+    profile = session.execute(select(client_table).where(client_table.c.id == client_id)).one()
+    writer.add(PROFILE, json_bytes(encode_row(client_table, profile._mapping)))
+
+    counts: dict[str, int] = {}
+    for kind, model in RECORD_MODELS.items():
+        table = table_of(model)
+        plain = [c for c in table.columns if not _is_binary(c)]
+        query = (
+            select(*plain)
+            .where(table.c.client_id == client_id)
+            .order_by(table.c.id)
+            .execution_options(yield_per=500)
+        )
+        if kind == "documents":
+            # Files first (one member open at a time); their rows are small, kept till then.
+            lines = []
+            for row in session.execute(query):
+                data = encode_row(table, row._mapping)
+                data.update(_write_document(session, table, writer, data))
+                lines.append(json_line(data))
+            writer.add(f"records/{kind}.jsonl", b"".join(lines))
+            counts[kind] = len(lines)
+            continue
+        number = 0
+        with writer.stream(f"records/{kind}.jsonl") as write:
+            for row in session.execute(query):
+                write(json_line(encode_row(table, row._mapping)))
+                number += 1
+        counts[kind] = number
+
+    enrolments = table_of(Enrolment)
+    programs = table_of(Program)
+    used = select(enrolments.c.program_id).where(enrolments.c.client_id == client_id)
+    writer.add(
+        PROGRAMS,
+        json_bytes(
+            [
+                encode_row(programs, row._mapping)
+                for row in session.execute(
+                    select(programs).where(programs.c.id.in_(used)).order_by(programs.c.id)
+                )
+            ]
+        ),
+    )
+
+    events = table_of(AuditEvent)
+    number = 0
+    with writer.stream(AUDIT) as write:
+        query = (
+            select(events)
+            .where(events.c.client_id == client_id)
+            .order_by(events.c.id)
+            .execution_options(yield_per=500)
+        )
+        for row in session.execute(query):
+            write(json_line(encode_row(events, row._mapping)))
+            number += 1
+    counts[AUDIT_KIND] = number
+    return counts
+
+
+def _write_manifest(
+    session: Session, writer: _ArchiveWriter, client_id: int, now: datetime, counts: dict[str, int]
+) -> None:
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "pbclients_version": __version__,
+        "schema_version": _schema_version(session),
+        "client_id": client_id,
+        "created_at": clock.iso(now),
+        "counts": counts,
+        "members": dict(sorted(writer.members.items())),
+        # What each member decompresses to: a reader's cap, so a crafted archive cannot
+        # make it decompress more than the writer wrote.
+        "sizes": dict(sorted(writer.sizes.items())),
+    }
+    with writer.archive.open(writer.info(MANIFEST), "w") as member:
+        member.write(json_bytes(manifest))
+
+
+def _is_binary(column: Any) -> bool:
+    return isinstance(column.type, LargeBinary)
+
+
+def _write_document(
+    session: Session, table: Table, writer: _ArchiveWriter | _DigestWriter, data: dict[str, Any]
+) -> dict[str, Any]:
+    """Store one document's bytes as its own member (one document in memory at a time)."""
+    content = session.execute(select(table.c.content).where(table.c.id == data["id"])).scalar_one()
+    content = bytes(content)
+    name = member_for_document(int(data["id"]), str(data["filename"]))
+    writer.add(name, content)
+    return {"content_member": name, "content_sha256": writer.members[name]}
+
+
+def _link_new(temporary: Path, folder: Path, client_id: int, now: datetime) -> Path:
+    """Give the finished file its final name without ever replacing an existing file."""
+    for attempt in range(1, 1000):
+        path = folder / backup_name(client_id, now, attempt)
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            continue
+        return path
+    raise OSError(errno.EEXIST, f"too many backups of client {client_id} at {clock.iso(now)}")
+
+
+def _fsync_dir(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _remove_quietly(path: Path) -> None:
+    with suppress(OSError):
+        path.unlink()
+
+
+@contextmanager
+def snapshot(engine: Engine) -> Iterator[Session]:
+    """A read session that sees one consistent state of the database throughout."""
+    with reading(engine) as session:
+        if not is_sqlite(engine):
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        # SQLite: the session's single deferred transaction is already one snapshot (WAL).
+        yield session
+
+
+def write_verified_backup(
+    engine: Engine, client_id: int, folder: Path, now: datetime
+) -> BackupFile:
+    """Write a client's backup, then read it back and check it against the database.
+
+    Every member's checksum, the whole file's SHA-256, and every record count
+    equal to what the database holds now. Raises BackupFailed (exit 4) on any
+    failure, naming the file when one was written.
+    """
+    with snapshot(engine) as session:
+        written = write_backup(session, client_id, folder, now)
+    faults.checkpoint("backup.written")
+    with reading(engine) as session:
+        counts = record_counts(session, client_id)
+    try:
+        verify_backup(written.path, expected_counts=counts, expected_sha256=written.sha256)
+    except BackupInvalid as error:
+        raise BackupFailed(f"{error.detail}.") from None
+    faults.checkpoint("backup.verified")
+    return written

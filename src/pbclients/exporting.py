@@ -1,0 +1,117 @@
+"""Export: a verified backup of each selected client, and nothing in the roster changes.
+
+Follows the protocol of `pbclients.operation`. The plan's results are the
+clients to back up; the batch's are `Outcome.EXPORTED`, each with its file
+and SHA-256, and one audit event per backup names them (the tool's own file
+name, never a path).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from pbclients import audit
+from pbclients.backup.archive import audit_name
+from pbclients.backup.writer import kept_note, prepare_folder, write_verified_backup
+from pbclients.db import reading, writing
+from pbclients.errors import BackupFailed
+from pbclients.operation import Action, Batch, Change, Plan, ProgressCallback
+from pbclients.results import ChangeResult, Outcome
+from pbclients.selection import Selection, resolve
+
+
+@dataclass(frozen=True)
+class Export:
+    """Back up the selected clients into `folder`."""
+
+    selection: Selection
+    folder: Path
+
+
+@dataclass(frozen=True)
+class ExportDetail:
+    """Where the backups go: the folder as an absolute path."""
+
+    folder: Path
+
+
+def preview(engine: Engine, request: Export) -> Plan[ExportDetail]:
+    """The clients `apply` would back up; reads only (the folder is not created yet)."""
+    with reading(engine) as session:
+        resolved = resolve(session, request.selection)
+    results = [
+        ChangeResult(
+            client.reference, client.client_id, client.email, client.status.value,
+            client.status.value, Outcome.PLANNED,
+        )
+        for client in resolved.clients
+    ]  # fmt: skip
+    results.extend(
+        ChangeResult(ref.text, None, None, None, None, Outcome.SKIPPED, note="unknown")
+        for ref in resolved.skipped
+    )
+    folder = request.folder.expanduser().absolute()
+    return Plan(Action.EXPORT, results, ExportDetail(folder))
+
+
+def apply(
+    engine: Engine,
+    plan: Plan[ExportDetail],
+    change: Change,
+    *,
+    on_progress: ProgressCallback | None = None,
+) -> Batch[ExportDetail]:
+    """Write and verify a backup of every planned client, then record them in one transaction.
+
+    One client at a time, so memory does not grow with the selection; each
+    backup is checked against the database as it is then. Raises BackupFailed
+    (exit 4) on the first backup that fails; those already written are kept.
+    """
+    folder = prepare_folder(plan.detail.folder)
+    detail = ExportDetail(folder)
+    todo = plan.changing
+    results: list[ChangeResult] = []
+    written: list[Path] = []  # the first few, to name them in a message
+    exported = 0
+    for result in plan.results:
+        if result.outcome is not Outcome.PLANNED or result.client_id is None:
+            results.append(result)
+            continue
+        try:
+            backup = write_verified_backup(engine, result.client_id, folder, change.at)
+        except BackupFailed as error:
+            raise BackupFailed(
+                f"{str(error).rstrip('.')}{kept_note(written, exported)}; "
+                "fix that and run export again."
+            ) from None
+        exported += 1
+        if len(written) < 4:
+            written.append(backup.path)
+        results.append(
+            ChangeResult(
+                result.reference, result.client_id, result.email, result.before, result.after,
+                Outcome.EXPORTED, backup=str(backup.path), sha256=backup.sha256,
+            )
+        )  # fmt: skip
+        if on_progress:
+            on_progress(exported, todo)
+    if not exported:
+        return Batch(plan.action, results, detail)
+    batch_id = audit.new_batch_id()
+    with writing(engine) as session:
+        audit.append(
+            session,
+            (
+                audit.NewEvent(
+                    Action.EXPORT, r.client_id, r.before, r.after,
+                    {"backup": audit_name(Path(str(r.backup))), "sha256": r.sha256},
+                )
+                for r in results
+                if r.outcome is Outcome.EXPORTED
+            ),
+            batch_id=batch_id, actor=change.actor, reason=change.reason, at=change.at,
+        )  # fmt: skip
+    return Batch(plan.action, results, detail, batch_id)
