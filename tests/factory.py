@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, insert
 
 from pbclients.db import writing
-from pbclients.lifecycle import Change
 from pbclients.models import (
     Appointment,
     Document,
@@ -18,6 +17,7 @@ from pbclients.models import (
     PaymentPlan,
     SessionNote,
 )
+from pbclients.operation import Change
 from pbclients.roster import NewClient, add_clients
 
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)

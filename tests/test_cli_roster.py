@@ -49,7 +49,7 @@ def sqlite_only(db_target: str) -> None:
         pytest.skip("SQLite only: checks the database file itself")
 
 
-def listed(client_id, email, first, last, status="active", programs=(), **times):  # type: ignore[no-untyped-def]
+def listed(client_id, email, first, last, status="active", programs=(), **times):
     return {
         "id": client_id,
         "email": email,
@@ -412,11 +412,32 @@ def test_import_reads_cp1252_with_semicolons(cli, practice, tmp_path):
     assert (shown["first_name"], shown["last_name"]) == ("Inês", "Araújo")
 
 
+def test_add_preview_reads_only_and_apply_checks_again(practice, engine):
+    """The preview neither waits for nor takes the write lock; what it checked, apply checks
+    again in its own transaction."""
+    from pbclients import roster
+    from pbclients.db import writing
+    from pbclients.errors import BadInput
+    from pbclients.operation import Change
+    from pbclients.roster import NewClient
+
+    before = snapshot(engine)
+    with writing(engine):  # another admin's transaction holds the write lock meanwhile
+        plan = roster.preview(engine, [NewClient("fay@example.org", "Fay", "Ro", None, "Tai")])
+    assert (plan.changing, plan.detail.new_programs) == (1, ("Tai",))
+    assert snapshot(engine) == before
+    roster.add_clients(engine, [NewClient("FAY@example.org", "F", "R")], Change("other"))
+    with pytest.raises(BadInput, match=r"'fay@example\.org' is already client 6"):
+        roster.apply(engine, plan, Change("admin"))
+    with pytest.raises(BadInput, match="is already client 6"):
+        roster.preview(engine, [NewClient("fay@example.org", "Fay", "Ro")])
+
+
 # --- list ------------------------------------------------------------------------------------
 
 
 @pytest.fixture
-def mixed(practice, engine):  # type: ignore[no-untyped-def]
+def mixed(practice, engine):
     """Client 2 deactivated and client 4 deleted (pending purge), set directly."""
     sql(
         engine,
@@ -515,7 +536,7 @@ def test_list_bad_options_are_usage_errors(cli, practice, args):
 
 
 def test_machine_formats_return_every_match_without_a_cap(cli, engine):
-    from pbclients.lifecycle import Change
+    from pbclients.operation import Change
     from pbclients.roster import NewClient, add_clients
     from tests.factory import NOW
 

@@ -15,16 +15,16 @@ from tests.test_purge import mark_deleted
 
 
 @pytest.fixture(autouse=True)
-def pinned_clock(monkeypatch):  # type: ignore[no-untyped-def]
+def pinned_clock(monkeypatch):
     monkeypatch.setenv("PBCLIENTS_NOW", "2026-11-26T09:00:00Z")
 
 
-def client_count(engine) -> int:  # type: ignore[no-untyped-def]
+def client_count(engine) -> int:
     with reading(engine) as session:
         return session.exec(select(func.count()).select_from(Client)).one()
 
 
-def plan_json(cli) -> dict[str, object]:  # type: ignore[no-untyped-def]
+def plan_json(cli) -> dict[str, object]:
     result = cli("plan", "--format", "json")
     assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout)

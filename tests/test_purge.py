@@ -22,9 +22,10 @@ from sqlmodel import col, select
 from pbclients import audit, settings
 from pbclients.db import reading, writing
 from pbclients.errors import DatabaseBusy, Declined
-from pbclients.lifecycle import Change
 from pbclients.models import RECORD_MODELS, AuditEvent, Client, Document, JournalEntry
-from pbclients.purge import preview_purge, purge, purge_lock
+from pbclients.operation import Action, Change, Plan
+from pbclients.purge import preview as preview_purge
+from pbclients.purge import purge, purge_lock
 from pbclients.roster import NewClient, add_clients
 from tests.factory import NOW
 
@@ -53,11 +54,12 @@ def mark_deleted(engine: Engine, ids: Sequence[int], *, at: datetime = DELETED_A
             .where(col(Client.id).in_(list(ids)))
             .values(status="deleted", deleted_at=at, purge_after=at + timedelta(days=retention))
         )
-        audit.append(
-            session,
-            [
+        events = []
+        for client_id, status in rows:
+            assert client_id is not None  # a stored client always has its id
+            events.append(
                 audit.NewEvent(
-                    "delete",
+                    Action.DELETE,
                     client_id,
                     status,
                     "deleted",
@@ -66,8 +68,10 @@ def mark_deleted(engine: Engine, ids: Sequence[int], *, at: datetime = DELETED_A
                         "sha256": backup_sha(client_id),
                     },
                 )
-                for client_id, status in rows
-            ],
+            )
+        audit.append(
+            session,
+            events,
             batch_id=batch_id,
             actor="tester",
             reason=None,
@@ -132,7 +136,7 @@ def test_preview_uses_the_same_boundary_and_writes_nothing(engine, practice):
         (3, "chloe@example.org", "planned"),
         (4, "dev@example.org", "planned"),
     ]
-    assert preview.dry_run
+    assert isinstance(preview, Plan)
     assert client_ids(engine) == [1, 2, 3, 4, 5]
     assert len(purge_events(engine)) == events_before
 
@@ -180,7 +184,7 @@ def test_a_client_deleted_again_after_a_restore_is_purged_with_its_newest_checks
     with writing(engine) as session:
         audit.append(
             session,
-            [audit.NewEvent("delete", 2, "deactivated", "deleted", {"sha256": "f" * 64})],
+            [audit.NewEvent(Action.DELETE, 2, "deactivated", "deleted", {"sha256": "f" * 64})],
             batch_id="later",
             actor="tester",
             reason=None,
@@ -194,7 +198,7 @@ def test_clients_not_deleted_or_not_yet_due_stay(engine, practice):
     mark_deleted(engine, [5], at=NOW - timedelta(days=29))
     with writing(engine) as session:
         # A live client with a stale purge_after must never be purged.
-        session.execute(update(Client).where(Client.id == 1).values(purge_after=NOW))
+        session.execute(update(Client).where(col(Client.id) == 1).values(purge_after=NOW))
     batch = purge(engine, at(NOW))
     assert batch.changing == 0
     assert client_ids(engine) == [1, 2, 3, 4, 5]
@@ -203,7 +207,7 @@ def test_clients_not_deleted_or_not_yet_due_stay(engine, practice):
 def test_purge_works_in_chunks_of_one_batch(engine, practice):
     mark_deleted(engine, [1, 2, 3, 4, 5])
     batch = purge(engine, at(NOW), chunk_size=2)
-    assert batch.extra["chunks"] == 3
+    assert batch.detail.chunks == 3
     assert client_ids(engine) == []
     events = purge_events(engine)
     assert [e.client_id for e in events] == [1, 2, 3, 4, 5]
@@ -224,7 +228,7 @@ def test_declining_the_confirmation_changes_nothing(engine, practice):
     mark_deleted(engine, [4])
     asked: list[int] = []
 
-    def decline(preview):  # type: ignore[no-untyped-def]
+    def decline(preview):
         asked.append(preview.changing)
         raise Declined("Not confirmed; nothing was changed.")
 
@@ -337,6 +341,52 @@ def test_purge_reports_in_json_when_asked(cli, engine, practice, monkeypatch):
         "id": 4, "email": None, "before": "deleted", "after": "purged", "outcome": "changed",
         "sha256": backup_sha(4),
     }  # fmt: skip
+
+
+def test_every_caller_of_purge_writes_the_run_log(engine, practice, isolated_home):
+    """The log line is the domain's: a script calling purge, or preview and apply, logs
+    like the command does, declined runs included."""
+    from pbclients import purge as purging
+
+    mark_deleted(engine, [2, 4])
+
+    def decline(plan):
+        raise Declined("Not confirmed; nothing was changed.")
+
+    with pytest.raises(Declined):
+        purge(engine, at(NOW), confirm=decline)
+    plan = purging.preview(engine, NOW)
+    batch = purging.apply(engine, plan, at(NOW), chunk_size=1)
+    assert (batch.changing, batch.detail.chunks) == (2, 2)
+    lines = log_lines(isolated_home)
+    assert len(lines) == 2
+    assert " purged=0 chunks=0 exit=1 " in lines[0]
+    assert " start=2026-11-26T09:00:00Z " in lines[1]
+    assert " purged=2 chunks=2 " in lines[1] and " exit=0 db=" in lines[1]
+
+
+def test_a_purge_failing_part_way_logs_what_it_committed(
+    engine, practice, monkeypatch, isolated_home
+):
+    from pbclients import faults
+
+    mark_deleted(engine, [1, 2, 3])
+    checkpoint = faults.checkpoint
+    committed: list[str] = []
+
+    def meanwhile(step: str) -> None:
+        checkpoint(step)
+        if step == "purge.committed":
+            committed.append(step)
+            if len(committed) == 2:
+                raise RuntimeError("disk full")
+
+    monkeypatch.setattr(faults, "checkpoint", meanwhile)
+    with pytest.raises(RuntimeError, match="disk full"):
+        purge(engine, at(NOW), chunk_size=1)
+    assert client_ids(engine) == [3, 4, 5]
+    [line] = log_lines(isolated_home)
+    assert " purged=2 chunks=2 exit=1 " in line
 
 
 def test_log_names_a_postgresql_database_without_its_password():
@@ -534,6 +584,7 @@ def test_purged_names_and_emails_are_gone_from_the_sqlite_files(tmp_path, isolat
     )  # fmt: skip
     with writing(engine) as session:
         zephyrine = session.exec(select(Client.id).where(Client.last_name == "Quillfeather")).one()
+        assert zephyrine is not None
         session.execute(
             insert(JournalEntry),
             [{"client_id": zephyrine, "written_at": NOW, "body": SECRETS["journal"].decode()}],
@@ -623,7 +674,7 @@ def terminate_lock_holder(db_target: str) -> int:
     return len(killed)
 
 
-def kill_lock_after_first_chunk(monkeypatch, db_target: str) -> list[int]:  # type: ignore[no-untyped-def]
+def kill_lock_after_first_chunk(monkeypatch, db_target: str) -> list[int]:
     from pbclients import faults
 
     checkpoint = faults.checkpoint

@@ -11,11 +11,12 @@ from sqlmodel import select
 from pbclients import audit
 from pbclients.db import reading, writing
 from pbclients.errors import BadInput, PlanLimitReached, TransitionNotAllowed
-from pbclients.lifecycle import Change
 from pbclients.models import Client
+from pbclients.operation import Change
 from pbclients.plan import usage
 from pbclients.purge import purge
-from pbclients.undo import preview_undo, undo_batch
+from pbclients.undo import preview as preview_undo
+from pbclients.undo import undo_batch
 from tests.factory import NOW
 from tests.test_purge import mark_deleted
 
@@ -23,11 +24,11 @@ LATER = NOW + timedelta(hours=2)
 
 
 @pytest.fixture(autouse=True)
-def pinned_clock(monkeypatch):  # type: ignore[no-untyped-def]
+def pinned_clock(monkeypatch):
     monkeypatch.setenv("PBCLIENTS_NOW", "2026-11-26T09:00:00Z")
 
 
-def states(engine) -> dict[int, tuple[str, object, object, object]]:  # type: ignore[no-untyped-def]
+def states(engine) -> dict[int, tuple[str, object, object, object]]:
     with reading(engine) as session:
         return {
             c.id: (c.status, c.deactivated_at, c.deleted_at, c.purge_after)  # type: ignore[misc]
@@ -35,12 +36,12 @@ def states(engine) -> dict[int, tuple[str, object, object, object]]:  # type: ig
         }
 
 
-def batch_of(result) -> str:  # type: ignore[no-untyped-def]
+def batch_of(result) -> str:
     assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout)[0]["batch"]
 
 
-def outcomes(result) -> list[tuple[int, str | None, str | None, str, str | None]]:  # type: ignore[no-untyped-def]
+def outcomes(result) -> list[tuple[int, str | None, str | None, str, str | None]]:
     assert result.exit_code == 0, result.stderr
     return [
         (r["id"], r["before"], r["after"], r["outcome"], r["note"])
@@ -199,7 +200,7 @@ def test_unknown_batch_is_bad_input(cli, engine, practice):
         preview_undo(engine, "feedfacecafe")
 
 
-def _all_events(engine):  # type: ignore[no-untyped-def]
+def _all_events(engine):
     with reading(engine) as session:
         return audit.events(session)
 
@@ -244,3 +245,25 @@ def test_undo_a_batch_of_the_real_delete_command(cli, engine, practice, tmp_path
         (5, "deleted", "deactivated", "changed", None),
     ]
     assert [states(engine)[i][0] for i in (4, 5)] == ["active", "deactivated"]
+
+
+def test_a_client_changed_and_changed_back_after_the_preview_stops_the_undo(cli, engine, practice):
+    """Apply re-checks what the preview saw: the same status again is still a change since."""
+    from pbclients import undo
+    from pbclients.errors import DatabaseBusy
+
+    batch = batch_of(cli("deactivate", "1", "2", "--yes", "--format", "json"))
+    plan = undo.preview(engine, batch)
+    assert [move.client_id for move in plan.detail.moves] == [1, 2]
+    cli("activate", "2", "--yes")
+    cli("deactivate", "2", "--yes")
+    before, trail = states(engine), len(_all_events(engine))
+    with pytest.raises(DatabaseBusy, match="changed while undo ran; nothing was changed"):
+        undo.apply(engine, plan, Change("tester"))
+    assert states(engine) == before
+    assert len(_all_events(engine)) == trail
+    # Planned again, client 2 is skipped and client 1 goes back.
+    assert [r.outcome.value for r in undo.undo_batch(engine, batch, Change("tester")).results] == [
+        "changed",
+        "skipped",
+    ]

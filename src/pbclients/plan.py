@@ -10,10 +10,10 @@ from sqlalchemy import Engine, func
 from sqlmodel import Session, select
 
 from pbclients import audit, settings
-from pbclients.db import writing
+from pbclients.db import reading, writing
 from pbclients.errors import BadInput, PlanLimitReached, UsageError
-from pbclients.lifecycle import Change
 from pbclients.models import Client
+from pbclients.operation import Action, Change
 from pbclients.policy import Status, counts_toward_plan
 
 
@@ -47,6 +47,12 @@ def usage(session: Session) -> PlanUsage:
         available=None if limit is None else max(0, limit - counted),
         retention_days=settings.retention_days(session),
     )
+
+
+def current_usage(engine: Engine) -> PlanUsage:
+    """`usage` in a read of its own, for the `plan` command."""
+    with reading(engine) as session:
+        return usage(session)
 
 
 def ensure_room(session: Session, adding: int, *, verb: str = "Adding") -> None:
@@ -92,11 +98,11 @@ def configure(
             old = _recorded(lambda: _limit_text(settings.plan_limit(session)))
             new = None if limit == "unlimited" else str(limit)
             settings.put(session, settings.PLAN_LIMIT, new)
-            events.append(audit.NewEvent("plan.set_limit", None, old, new or "none"))
+            events.append(audit.NewEvent(Action.SET_LIMIT, None, old, new or "none"))
         if retention_days is not None:
             old = _recorded(lambda: str(settings.retention_days(session)))
             settings.put(session, settings.RETENTION_DAYS, str(retention_days))
-            events.append(audit.NewEvent("plan.set_retention", None, old, str(retention_days)))
+            events.append(audit.NewEvent(Action.SET_RETENTION, None, old, str(retention_days)))
         audit.append(
             session,
             events,

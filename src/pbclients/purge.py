@@ -6,11 +6,11 @@ exactly at that second removes it, and one running a second earlier does not.
 
 Work happens in chunks of `CHUNK` clients; each chunk is one transaction that
 removes the clients' records (every `RECORD_MODELS` table, in reverse insert
-order), the clients themselves, and appends one `purge` audit event per client
-holding only its id, the time and its backup's SHA-256 (taken from the delete
-event). A run killed at any point leaves every client either untouched or
-completely purged, and the next run picks up where it stopped: purge is
-idempotent.
+order, and the old values kept for undo), the clients themselves, and appends
+one `purge` audit event per client holding only its id, the time and its
+backup's SHA-256 (taken from the delete event). A run killed at any point
+leaves every client either untouched or completely purged, and the next run
+picks up where it stopped: purge is idempotent.
 
 Runs never overlap. The lock dies with its process, so a crashed run never
 blocks the next one:
@@ -31,11 +31,15 @@ Purged data must not linger in the database files. On SQLite the purge
 transactions run with `PRAGMA secure_delete = ON` (freed space is zeroed) and
 the run ends with `PRAGMA wal_checkpoint(TRUNCATE)`, which copies the zeroed
 pages into the database and empties the `-wal` file; if a reader keeps the
-checkpoint from finishing, `Batch.extra["wal"]` says "busy" (the purge itself is
+checkpoint from finishing, `PurgeDetail.wal` says "busy" (the purge itself is
 done; the next run checkpoints again). On PostgreSQL the run ends with a plain
 `VACUUM` of the affected tables, outside any transaction, so the dead rows'
 space is reclaimed for reuse (it does not scrub the bytes the way `VACUUM FULL`
 would; that needs an exclusive lock and is left to the database operator).
+
+Purge is an operation (see pbclients.operation) with one addition: every run
+appends one line to the private purge log (`RunLog`), whoever calls it and
+however it ends (refused, busy, a lost lock, an error), with what it committed.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,18 +62,36 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from pbclients import audit, clock, faults, paths
 from pbclients.db import is_sqlite, load_ids, reading, writing
-from pbclients.errors import DatabaseBusy
-from pbclients.lifecycle import Change, ProgressCallback
-from pbclients.models import RECORD_MODELS, AuditEvent, Client
+from pbclients.errors import DatabaseBusy, ExitCode, PbClientsError
+from pbclients.models import RECORD_MODELS, AuditEvent, Client, UndoRecord
+from pbclients.operation import Action, Batch, Change, Plan, ProgressCallback
 from pbclients.policy import Status
-from pbclients.results import Batch, ChangeResult, Outcome
+from pbclients.results import ChangeResult, Outcome
+from pbclients.selection import chunks
 
 CHUNK = 1_000
 PURGED = "purged"
 # Session-level advisory lock key of `purge` on PostgreSQL (audit uses 7310001, init 7310002).
 _PG_LOCK = 7310003
 
-Confirm = Callable[[Batch], None]
+
+@dataclass(frozen=True)
+class PurgeDetail:
+    """How a run went beyond its count: the chunks it committed and how it cleaned up.
+
+    `wal` (SQLite): "ok", or "busy" when a reader kept the checkpoint from finishing.
+    `vacuum` (PostgreSQL, when something was purged): "ok" or "skipped". A plan has
+    none of these yet.
+    """
+
+    chunks: int = 0
+    wal: str | None = None
+    vacuum: str | None = None
+
+
+Confirm = Callable[[Plan[PurgeDetail]], None]
+# Hears of a purge log line that could not be written; the purge itself stands.
+LogError = Callable[[OSError], None]
 
 _BUSY = (
     "Another purge is running on this database; nothing was changed. "
@@ -146,14 +168,14 @@ class _Due(NamedTuple):
     purge_after: datetime | None
 
 
-def preview_purge(engine: Engine, now: datetime | None = None) -> Batch:
-    """Every client a purge at `now` would remove (outcome planned); writes nothing."""
+def preview(engine: Engine, now: datetime | None = None) -> Plan[PurgeDetail]:
+    """Every client a purge at `now` would remove (outcome planned); reads only, no lock."""
     moment = now or clock.now()
     with reading(engine) as session:
         return _preview(session, moment)
 
 
-def _preview(session: Session, now: datetime) -> Batch:
+def _preview(session: Session, now: datetime) -> Plan[PurgeDetail]:
     query = (
         select(Client.id, Client.email, Client.deleted_at, Client.purge_after)
         .where(*_is_due(now))
@@ -172,7 +194,27 @@ def _preview(session: Session, now: datetime) -> Batch:
         )
         for row in rows
     ]
-    return Batch("purge", results, dry_run=True)
+    return Plan(Action.PURGE, results, PurgeDetail())
+
+
+def apply(
+    engine: Engine,
+    plan: Plan[PurgeDetail],
+    change: Change,
+    *,
+    on_progress: ProgressCallback | None = None,
+    chunk_size: int = CHUNK,
+    on_log_error: LogError | None = None,
+) -> Batch[PurgeDetail]:
+    """Take the purge lock, then remove the planned clients still due at `change.at`.
+
+    A planned client brought back or purged by another run in between is left
+    out. Results carry client ids only: what is purged is gone, and this output
+    may end up in cron mail or a log.
+    """
+    with _logged(engine, change, on_log_error) as run, purge_lock(engine) as held:
+        faults.checkpoint("purge.locked")
+        return _apply_locked(engine, plan, change, held, run, chunk_size, on_progress)
 
 
 def purge(
@@ -182,65 +224,88 @@ def purge(
     confirm: Confirm | None = None,
     chunk_size: int = CHUNK,
     on_progress: ProgressCallback | None = None,
-) -> Batch:
-    """Take the purge lock, then remove every client due at `change.at`, chunk by chunk.
+    on_log_error: LogError | None = None,
+) -> Batch[PurgeDetail]:
+    """A whole run, as cron and the CLI do it: lock, preview, confirm, apply.
 
-    `confirm(preview)` is called under the lock when there is something to
-    purge; it may raise (declined) to stop before anything changes. Results
-    carry client ids only: what is purged is gone, and this output may end up
-    in cron mail or a log. `extra` holds `chunks` and, on SQLite, `wal`.
+    The preview is made under the lock, so the count the admin confirms is
+    exactly what this run removes: no other purge can take some of them in
+    between. `confirm(plan)` is called only when there is something to purge;
+    it may raise (declined, no terminal) to stop before anything changes, and
+    that run is logged with its exit code too.
     """
-    with purge_lock(engine) as held:
+    with _logged(engine, change, on_log_error) as run, purge_lock(engine) as held:
         faults.checkpoint("purge.locked")
         with reading(engine) as session:
-            total = session.exec(select(func.count()).where(*_is_due(change.at))).one()
-            preview = _preview(session, change.at) if confirm and total else None
-        if preview is not None and confirm is not None:
-            confirm(preview)
-        batch_id = audit.new_batch_id()
-        results: list[ChangeResult] = []
-        chunks = 0
-        while True:
-            try:
-                purged = _purge_chunk(engine, change, batch_id, chunk_size, held)
-            except _LockLost:
-                raise PurgeStopped(len(results), chunks, batch_id if results else None) from None
-            except DBAPIError as error:
-                if not error.connection_invalidated:
-                    raise
-                # The server went away mid-chunk: that chunk rolled back, the lock is gone.
-                raise PurgeStopped(len(results), chunks, batch_id if results else None) from error
-            if not purged:
-                break
-            chunks += 1
-            faults.checkpoint("purge.committed")
-            results.extend(
-                ChangeResult(str(client_id), client_id, None, Status.DELETED.value, PURGED,
-                             Outcome.CHANGED, sha256=sha256)
-                for client_id, sha256 in purged
-            )  # fmt: skip
-            if on_progress:
-                on_progress(len(results), max(total, len(results)))
-        extra: dict[str, object] = {"chunks": chunks}
-        if is_sqlite(engine):
-            extra["wal"] = _checkpoint_wal(engine)
-        elif results:
-            extra["vacuum"] = _vacuum(engine)
-        faults.checkpoint("purge.cleaned")
-    return Batch("purge", results, batch_id=batch_id if results else None, extra=extra)
+            plan = _preview(session, change.at)
+        if confirm is not None and plan.changing:
+            confirm(plan)
+        return _apply_locked(engine, plan, change, held, run, chunk_size, on_progress)
+
+
+def _apply_locked(
+    engine: Engine,
+    plan: Plan[PurgeDetail],
+    change: Change,
+    held: _Held,
+    run: RunLog,
+    chunk_size: int,
+    on_progress: ProgressCallback | None,
+) -> Batch[PurgeDetail]:
+    """The purge proper, chunk by chunk, keeping `run` up to date with what is committed."""
+    planned = [r.client_id for r in plan.results if r.outcome is Outcome.PLANNED and r.client_id]
+    batch_id = audit.new_batch_id()
+    results: list[ChangeResult] = []
+    committed = 0
+    # With nothing planned, one empty chunk still checks the lock: a run that lost it
+    # says so (exit 5) instead of reporting a success it did not hold the lock for.
+    for ids in list(chunks(planned, chunk_size)) or [[]]:
+        try:
+            purged = _purge_chunk(engine, change, batch_id, ids, held)
+        except _LockLost:
+            raise PurgeStopped(len(results), committed, batch_id if results else None) from None
+        except DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+            # The server went away mid-chunk: that chunk rolled back, the lock is gone.
+            raise PurgeStopped(len(results), committed, batch_id if results else None) from error
+        if not purged:
+            continue
+        committed += 1
+        results.extend(
+            ChangeResult(str(client_id), client_id, None, Status.DELETED.value, PURGED,
+                         Outcome.CHANGED, sha256=sha256)
+            for client_id, sha256 in purged
+        )  # fmt: skip
+        run.purged, run.chunks = len(results), committed
+        faults.checkpoint("purge.committed")
+        if on_progress:
+            on_progress(len(results), max(plan.changing, len(results)))
+    detail = PurgeDetail(committed)
+    if is_sqlite(engine):
+        detail = PurgeDetail(committed, wal=_checkpoint_wal(engine))
+    elif results:
+        detail = PurgeDetail(committed, vacuum=_vacuum(engine))
+    for key, value in (("wal", detail.wal), ("vacuum", detail.vacuum)):
+        if value is not None:
+            run.notes[key] = value
+    faults.checkpoint("purge.cleaned")
+    return Batch(Action.PURGE, results, detail, batch_id if results else None)
 
 
 def _purge_chunk(
-    engine: Engine, change: Change, batch_id: str, chunk_size: int, held: _Held
+    engine: Engine, change: Change, batch_id: str, planned: Sequence[int], held: _Held
 ) -> list[tuple[int, str | None]]:
-    """One transaction: up to `chunk_size` due clients, their records and their audit events."""
+    """One transaction: those planned clients still due, their records and audit events."""
     with writing(engine) as session:
         held.verify(session)
+        if not planned:
+            return []
         if is_sqlite(session):
             session.execute(text("PRAGMA secure_delete = ON"))
         # PostgreSQL: lock the rows, so an undo or restore cannot bring a client back (and a
         # new delete give it a later purge_after) between this select and the deletes below.
-        due = due_query(change.at).limit(chunk_size).with_for_update()
+        due = due_query(change.at).where(col(Client.id).in_(planned)).with_for_update()
         ids = [i for i in session.exec(due) if i is not None]
         faults.checkpoint("purge.selected")
         if not ids:
@@ -250,6 +315,8 @@ def _purge_chunk(
         checksums = _backup_checksums(session, in_chunk)
         for model in reversed(RECORD_MODELS.values()):
             session.execute(delete(model).where(model.client_id.in_(in_chunk)))  # type: ignore[attr-defined]
+        # The values an edit replaced are personal data too: they go with the client.
+        session.execute(delete(UndoRecord).where(col(UndoRecord.client_id).in_(in_chunk)))
         faults.checkpoint("purge.records-deleted")
         removed = session.execute(
             delete(Client)
@@ -266,7 +333,7 @@ def _purge_chunk(
             session,
             (
                 audit.NewEvent(
-                    "purge",
+                    Action.PURGE,
                     client_id,
                     Status.DELETED.value,
                     PURGED,
@@ -288,7 +355,7 @@ def _backup_checksums(session: Session, in_chunk: Select[tuple[int]]) -> dict[in
     found: dict[int, str | None] = {}
     query = (
         select(AuditEvent.client_id, AuditEvent.detail)
-        .where(col(AuditEvent.action) == "delete", col(AuditEvent.client_id).in_(in_chunk))
+        .where(col(AuditEvent.action) == Action.DELETE, col(AuditEvent.client_id).in_(in_chunk))
         .order_by(col(AuditEvent.id))
     )
     for client_id, detail in session.exec(query):
@@ -312,7 +379,8 @@ def _checkpoint_wal(engine: Engine) -> str:
 
 def _vacuum(engine: Engine) -> str:
     tables = ", ".join(
-        [str(model.__tablename__) for model in RECORD_MODELS.values()] + ["client", "audit_event"]
+        [str(model.__tablename__) for model in RECORD_MODELS.values()]
+        + ["undo_record", "client", "audit_event"]
     )
     try:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
@@ -418,6 +486,38 @@ class RunLog:
         finally:
             os.close(descriptor)
         return log
+
+
+@contextmanager
+def _logged(engine: Engine, change: Change, on_log_error: LogError | None) -> Iterator[RunLog]:
+    """Append the run's line however it ends, with what it committed (kept in the RunLog)."""
+    run = RunLog(_target(engine), change.at)
+    exit_code: int = ExitCode.ERROR
+    try:
+        yield run
+        exit_code = ExitCode.OK
+    except PbClientsError as error:
+        exit_code = error.exit_code
+        if isinstance(error, PurgeStopped):
+            run.notes["stopped"] = "lock-lost"
+        raise
+    except KeyboardInterrupt:
+        exit_code = 130  # what the shell reports for Ctrl-C, and what the CLI exits with
+        raise
+    finally:
+        try:
+            run.write(exit_code)
+        except OSError as error:
+            if on_log_error is not None:
+                on_log_error(error)
+
+
+def _target(engine: Engine) -> str:
+    """The database as the log names it: a file path, or the URL without its driver."""
+    url = engine.url
+    if is_sqlite(engine):
+        return url.database or ":memory:"
+    return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=False)
 
 
 def _describe(target: str) -> str:

@@ -11,11 +11,11 @@ from pbclients.cli.common import confirm, reporting
 from pbclients.cli.options import DryRunOption, OutputFormat, ReasonOption, YesOption
 from pbclients.cli.output import plural, render_batch
 from pbclients.cli.render import visible
-from pbclients.errors import ExitCode, PbClientsError
 
 if TYPE_CHECKING:
-    from pbclients.purge import RunLog
-    from pbclients.results import Batch
+    from pbclients.operation import Batch, Plan
+    from pbclients.purge import PurgeDetail
+    from pbclients.undo import UndoDetail
 
 QuietFormatOption = Annotated[
     OutputFormat | None,
@@ -56,49 +56,27 @@ def purge(
         from pbclients import clock
         from pbclients import purge as purging
 
+        engine = app.engine()
         if dry_run:
-            preview = purging.preview_purge(app.engine(), clock.now())
-            count = plural(preview.changing, "client")
+            plan = purging.preview(engine, clock.now())
+            count = plural(plan.changing, "client")
             render_batch(
-                preview,
+                plan,
                 output or OutputFormat.TABLE,
                 f"Dry run: would purge {count} permanently; nothing was written.",
             )
             return
-        run = purging.RunLog(app.db)
-        exit_code: int = ExitCode.ERROR
-        try:
-            change = app.change(None)
-            run.start = change.at
 
-            def ask(preview: Batch) -> None:
-                confirm(
-                    f"Permanently purge {plural(preview.changing, 'client')} and all of their "
-                    "records? This is irreversible: only their deletion backups can bring "
-                    "them back.",
-                    yes=yes,
-                )
+        def ask(plan: Plan[PurgeDetail]) -> None:
+            confirm(
+                f"Permanently purge {plural(plan.changing, 'client')} and all of their "
+                "records? This is irreversible: only their deletion backups can bring "
+                "them back.",
+                yes=yes,
+            )
 
-            engine = app.engine()
-            batch = purging.purge(engine, change, confirm=ask)
-            run.purged = batch.changing
-            run.chunks = int(batch.extra.get("chunks", 0))
-            for key in ("wal", "vacuum"):
-                if key in batch.extra:
-                    run.notes[key] = str(batch.extra[key])
-            exit_code = ExitCode.OK
-        except PbClientsError as error:
-            exit_code = error.exit_code
-            if isinstance(error, purging.PurgeStopped):
-                # Chunks committed before the lock was lost stay purged: log them.
-                run.purged, run.chunks = error.purged, error.chunks
-                run.notes["stopped"] = "lock-lost"
-            raise
-        except KeyboardInterrupt:
-            exit_code = 130
-            raise
-        finally:
-            _write_log(run, exit_code)
+        # The domain confirms through `ask` under its lock and writes the purge log line.
+        batch = purging.purge(engine, app.change(None), confirm=ask, on_log_error=_log_error)
         if output is not None or sys.stdout.isatty():
             if batch.changing:
                 summary = (
@@ -110,13 +88,10 @@ def purge(
             render_batch(batch, output or OutputFormat.TABLE, summary)
 
 
-def _write_log(run: RunLog, exit_code: int) -> None:
+def _log_error(error: OSError) -> None:
     from pbclients.cli.common import err
 
-    try:
-        run.write(exit_code)
-    except OSError as error:
-        err(f"Error: could not append to the purge log ({error}); check the log folder.")
+    err(f"Error: could not append to the purge log ({error}); check the log folder.")
 
 
 def undo(
@@ -145,48 +120,60 @@ def undo(
     """
     with reporting(ctx) as app:
         from pbclients import undo as undoing
+        from pbclients.cli.run import Wording, carry_out
 
         engine = app.engine()
-        preview = undoing.preview_undo(engine, batch_id)
-        shown_id = visible(batch_id)  # as typed: echoed in the summary and the question
-        action = visible(preview.extra["action"])
-        rest = _skipped_text(preview)
-        if dry_run or preview.changing == 0:
-            summary = (
-                f"Dry run: would revert {plural(preview.changing, 'client')} of {action} "
-                f"batch {shown_id}{rest}; nothing was written."
-                if dry_run
-                else f"Nothing to undo in batch {shown_id}{rest}."
-            )
-            render_batch(preview, output, summary)
-            return
-        consequence = {
-            "delete": "They come back as they were before the deletion and take plan seats.",
-            "deactivate": "They get portal access back; they are not notified.",
-            "activate": "They lose portal access again; they are not notified.",
-        }[preview.extra["action"]]
-        confirm(
-            f"Undo {action} batch {shown_id}: revert {plural(preview.changing, 'client')}{rest}?"
-            f"\n  {consequence}",
-            yes=yes,
+        plan = undoing.preview(engine, batch_id)
+        wording: Wording[UndoDetail] = Wording(
+            question=_undo_question, summary=_undo_summary, progress_label="Reverting"
         )
-        batch = undoing.undo_batch(engine, batch_id, app.change(reason))
-        rest = _skipped_text(batch)
-        if batch.batch_id:
-            summary = (
-                f"Reverted {plural(batch.changing, 'client')} of {action} batch {shown_id}{rest}. "
-                f"Batch {batch.batch_id}."
-            )
-        else:
-            summary = f"Nothing to undo in batch {shown_id}{rest}."
-        render_batch(batch, output, summary)
+        carry_out(
+            app, engine, plan, undoing.apply, wording,
+            output=output, yes=yes, dry_run=dry_run, reason=reason,
+        )  # fmt: skip
 
 
-def _skipped_text(batch: Batch) -> str:
+_CONSEQUENCE = {
+    "delete": "They come back as they were before the deletion and take plan seats.",
+    "deactivate": "They get portal access back; they are not notified.",
+    "activate": "They lose portal access again; they are not notified.",
+    "edit": "Their e-mail, names and phone go back to the values before the edit.",
+    "enrol": "They leave the program again; their progress in it is kept for undo.",
+    "unenrol": "They are enrolled again with the progress they had.",
+}
+
+
+def _undo_question(plan: Plan[UndoDetail]) -> str:
+    detail = plan.detail
+    # The batch id as typed, and the action as recorded: both made visible.
+    return (
+        f"Undo {visible(detail.action)} batch {visible(detail.undoes)}: revert "
+        f"{plural(plan.changing, 'client')}{_skipped_text(plan)}?\n  {_CONSEQUENCE[detail.action]}"
+    )
+
+
+def _undo_summary(outcome: Plan[UndoDetail] | Batch[UndoDetail], dry_run: bool) -> str:
+    action, shown_id = visible(outcome.detail.action), visible(outcome.detail.undoes)
+    rest = _skipped_text(outcome)
+    batch_id = getattr(outcome, "batch_id", None)
+    if dry_run:
+        return (
+            f"Dry run: would revert {plural(outcome.changing, 'client')} of {action} "
+            f"batch {shown_id}{rest}; nothing was written."
+        )
+    if batch_id:
+        return (
+            f"Reverted {plural(outcome.changing, 'client')} of {action} batch {shown_id}{rest}. "
+            f"Batch {batch_id}."
+        )
+    return f"Nothing to undo in batch {shown_id}{rest}."
+
+
+def _skipped_text(outcome: Plan[UndoDetail] | Batch[UndoDetail]) -> str:
     """Which clients are left alone and why, e.g. " (skipped: 2 changed since, 5 purged)"."""
     from pbclients.results import Outcome
 
-    skipped = [r for r in batch.results if r.outcome is Outcome.SKIPPED]
+    skipped = [r for r in outcome.results if r.outcome is Outcome.SKIPPED]
     if not skipped:
         return ""
     shown = ", ".join(f"{r.client_id} {r.note}" for r in skipped[:10])
