@@ -4,6 +4,9 @@ Each event's hash covers its own content and the previous event's hash, and
 the newest (id, hash) is kept as the chain's head in settings: an edited,
 removed, reordered or truncated event breaks the chain where it happened.
 Events hold client IDs only, so the trail can outlive a purge.
+
+Operations append events in their own write transaction (`append`); the `audit`
+command reads through `trail` and `check`, which open their own read.
 """
 
 from __future__ import annotations
@@ -16,19 +19,23 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, text
+from sqlalchemy import Engine, func, insert, text
 from sqlmodel import Session, col, select
 
 from pbclients import settings
 from pbclients.clock import iso
+from pbclients.db import reading
 from pbclients.models import AuditEvent
+from pbclients.operation import Action
+from pbclients.roster_view import find_client
+from pbclients.selection import parse_client_id
 
 GENESIS = "0" * 64
 
 
 @dataclass(frozen=True)
 class NewEvent:
-    action: str
+    action: Action
     client_id: int | None
     before: str | None
     after: str | None
@@ -205,6 +212,52 @@ def verify(session: Session) -> ChainCheck:
             f"the trail ends at event {checked} but its head says {head_id}: events were removed",
         )
     return ChainCheck(checked)
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events `trail` returns; `client` is an ID or an e-mail, as the user typed it."""
+
+    client: str | None = None
+    action: str | None = None  # any stored value, an `Action` or older
+    batch_id: str | None = None
+    since: datetime | None = None
+    limit: int | None = None
+
+
+def trail(engine: Engine, where: EventFilter) -> list[AuditEvent]:
+    """The events that match, oldest first (the newest `limit` of them when limited)."""
+    with reading(engine) as session:
+        client_id = None
+        if where.client is not None:
+            # A bare ID need not exist any more: a purged client's events stay in the trail.
+            text = where.client.strip()
+            client_id = parse_client_id(text)
+            if client_id is None:
+                client_id = find_client(session, text).id
+        return events(
+            session,
+            client_id=client_id,
+            action=where.action,
+            batch_id=where.batch_id,
+            since=where.since,
+            limit=where.limit,
+        )
+
+
+def as_record(event: AuditEvent) -> dict[str, Any]:
+    """One event as `audit --format json|csv` gives it."""
+    return {
+        "id": event.id, "at": iso(event.at), "actor": event.actor, "action": event.action,
+        "client_id": event.client_id, "before": event.before, "after": event.after,
+        "batch": event.batch_id, "reason": event.reason, "detail": event.detail,
+    }  # fmt: skip
+
+
+def check(engine: Engine) -> ChainCheck:
+    """`verify` in a read of its own."""
+    with reading(engine) as session:
+        return verify(session)
 
 
 def events(

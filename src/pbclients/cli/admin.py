@@ -65,12 +65,10 @@ def plan(
     """
     with reporting(ctx) as app:
         from pbclients import plan as practice_plan
-        from pbclients.db import reading
 
         engine = app.engine()
         if set_limit is None and set_retention is None:
-            with reading(engine) as session:
-                usage = practice_plan.usage(session)
+            usage = practice_plan.current_usage(engine)
         else:
             limit = _parse_limit(set_limit)
             changes = []
@@ -139,35 +137,17 @@ def audit(
         return
     with reporting(ctx) as app:
         from pbclients import audit as trail
-        from pbclients.clock import iso, parse_moment
-        from pbclients.db import reading
-        from pbclients.roster import find_client
-        from pbclients.selection import parse_client_id
+        from pbclients.clock import parse_moment
 
-        with reading(app.engine()) as session:
-            client_id = None
-            if client is not None:
-                # A bare ID need not exist any more: a purged client's events stay in the trail.
-                text = client.strip()
-                client_id = parse_client_id(text)
-                if client_id is None:
-                    client_id = find_client(session, text).id
-            events = trail.events(
-                session,
-                client_id=client_id,
-                action=action,
-                batch_id=batch,
-                since=parse_moment(since, "--since") if since else None,
-                limit=limit,
-            )
-        records = [
-            {
-                "id": e.id, "at": iso(e.at), "actor": e.actor, "action": e.action,
-                "client_id": e.client_id, "before": e.before, "after": e.after,
-                "batch": e.batch_id, "reason": e.reason, "detail": e.detail,
-            }
-            for e in events
-        ]  # fmt: skip
+        engine = app.engine()
+        where = trail.EventFilter(
+            client=client,
+            action=action,
+            batch_id=batch,
+            since=parse_moment(since, "--since") if since else None,
+            limit=limit,
+        )
+        records = [trail.as_record(event) for event in trail.trail(engine, where)]
         if output is OutputFormat.JSON:
             print_json_array(records)
         elif output is OutputFormat.CSV:
@@ -201,10 +181,8 @@ def audit_verify(ctx: typer.Context) -> None:
     with reporting(ctx) as app:
         from pbclients import audit as trail
         from pbclients.cli.common import err
-        from pbclients.db import reading
 
-        with reading(app.engine()) as session:
-            check = trail.verify(session)
+        check = trail.check(app.engine())
         if not check.intact:
             err(f"Audit trail broken at event {check.broken_at}: {check.problem}.")
             raise typer.Exit(ExitCode.ERROR)

@@ -1,0 +1,291 @@
+"""Reading the roster: the clients a filter matches (`list`) and one client's file (`show`).
+
+Each function takes the engine and opens its own read (no lock, no audit event), so
+the CLI never holds a session or builds a query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, false, func, or_
+from sqlmodel import Session, col, select
+
+from pbclients import policy
+from pbclients.clock import iso
+from pbclients.db import reading
+from pbclients.errors import UnknownClient
+from pbclients.models import RECORD_MODELS, Appointment, Client, Enrolment, Program
+from pbclients.policy import Status
+from pbclients.selection import can_match, find_program, parse_client_id, shorten
+
+PAGE = 2_000
+
+LISTED_BY_DEFAULT = tuple(status for status in Status if policy.listed_by_default(status))
+
+
+@dataclass(frozen=True)
+class ClientFilter:
+    statuses: tuple[Status, ...] = LISTED_BY_DEFAULT
+    search: str | None = None
+    program: str | None = None
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class ClientSummary:
+    id: int
+    email: str
+    first_name: str
+    last_name: str
+    status: str
+    programs: list[str]
+    created_at: datetime | None
+    deactivated_at: datetime | None
+    deleted_at: datetime | None
+    purge_after: datetime | None
+
+    def days_until_purge(self, now: datetime) -> int | None:
+        if self.purge_after is None:
+            return None
+        return max(0, (self.purge_after - now).days)
+
+    def as_record(self, now: datetime) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "email": self.email,
+            "first_name": self.first_name,
+            "last_name": self.last_name,
+            "status": self.status,
+            "programs": self.programs,
+            "created_at": iso(self.created_at),
+            "deactivated_at": iso(self.deactivated_at),
+            "deleted_at": iso(self.deleted_at),
+            "purge_after": iso(self.purge_after),
+            "days_until_purge": self.days_until_purge(now),
+        }
+
+
+@dataclass(frozen=True)
+class UpcomingAppointment:
+    id: int
+    starts_at: datetime
+    title: str
+    duration_minutes: int
+    telehealth: bool
+    client_can_join: bool
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "starts_at": iso(self.starts_at),
+            "title": self.title,
+            "duration_minutes": self.duration_minutes,
+            "telehealth": self.telehealth,
+            "client_can_join": self.client_can_join,
+        }
+
+
+@dataclass(frozen=True)
+class EnrolmentState:
+    program: str
+    kind: str
+    progress_percent: int
+    enrolled_at: datetime
+    completed_at: datetime | None
+    state: str  # "completed", "in progress" or "paused"
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "program": self.program,
+            "kind": self.kind,
+            "progress_percent": self.progress_percent,
+            "enrolled_at": iso(self.enrolled_at),
+            "completed_at": iso(self.completed_at),
+            "state": self.state,
+        }
+
+
+@dataclass(frozen=True)
+class ClientDetail:
+    summary: ClientSummary
+    phone: str | None
+    capabilities: dict[str, bool]
+    appointments: list[UpcomingAppointment]
+    enrolments: list[EnrolmentState]
+    counts: dict[str, int]
+
+    def as_record(self, now: datetime) -> dict[str, Any]:
+        return {
+            **self.summary.as_record(now),
+            "phone": self.phone,
+            "capabilities": self.capabilities,
+            "appointments": [a.as_record() for a in self.appointments],
+            "enrolments": [e.as_record() for e in self.enrolments],
+            "counts": self.counts,
+        }
+
+
+def iter_clients(engine: Engine, where: ClientFilter) -> Generator[ClientSummary, None, None]:
+    """Stream matching clients by id, a page at a time, so a million-row roster fits in memory.
+
+    The read stays open while the caller iterates and ends with the iteration; a caller
+    that may stop early (output to a closed pipe) wraps it in `contextlib.closing` so the
+    read ends then, not whenever the generator is collected.
+    """
+    with reading(engine) as session:
+        remaining = where.limit
+        last_id = 0
+        while remaining is None or remaining > 0:
+            size = PAGE if remaining is None else min(PAGE, remaining)
+            page_query = _filtered(session, select(Client), where)
+            page = session.exec(
+                page_query.where(col(Client.id) > last_id).order_by(col(Client.id)).limit(size)
+            ).all()
+            if not page:
+                return
+            programs = _program_names(session, [int(client.id or 0) for client in page])
+            for client in page:
+                yield _summary(client, programs.get(int(client.id or 0), []))
+            last_id = int(page[-1].id or 0)
+            if remaining is not None:
+                remaining -= len(page)
+
+
+def count_clients(engine: Engine, where: ClientFilter) -> int:
+    """How many clients match, ignoring the filter's limit."""
+    with reading(engine) as session:
+        query = _filtered(session, select(func.count(col(Client.id))), where)
+        return int(session.exec(query).one())
+
+
+def _filtered(session: Session, query: Any, where: ClientFilter) -> Any:
+    query = query.where(col(Client.status).in_([s.value for s in where.statuses]))
+    if where.search:
+        term = where.search.strip().casefold()
+        full_name = func.lower(Client.first_name + " " + Client.last_name)
+        query = query.where(
+            or_(
+                col(Client.email_key).contains(term, autoescape=True),
+                full_name.contains(term, autoescape=True),
+            )
+            # NUL matches nothing stored, and PostgreSQL refuses to bind it.
+            if can_match(term)
+            else false()
+        )
+    if where.program:
+        program_id = find_program(session, where.program)
+        enrolled = select(Enrolment.client_id).where(Enrolment.program_id == program_id)
+        query = query.where(col(Client.id).in_(enrolled))
+    return query
+
+
+def _program_names(session: Session, client_ids: list[int]) -> dict[int, list[str]]:
+    names: dict[int, list[str]] = {}
+    query = (
+        select(Enrolment.client_id, Program.name)
+        .join(Program, col(Program.id) == Enrolment.program_id)
+        .where(col(Enrolment.client_id).in_(client_ids))
+        .order_by(col(Program.name))
+    )
+    for client_id, name in session.exec(query):
+        names.setdefault(client_id, []).append(name)
+    return names
+
+
+def _summary(client: Client, programs: list[str]) -> ClientSummary:
+    return ClientSummary(
+        id=int(client.id or 0),
+        email=client.email,
+        first_name=client.first_name,
+        last_name=client.last_name,
+        status=client.status,
+        programs=programs,
+        created_at=client.created_at,
+        deactivated_at=client.deactivated_at,
+        deleted_at=client.deleted_at,
+        purge_after=client.purge_after,
+    )
+
+
+def find_client(session: Session, reference: str) -> Client:
+    """One client by ID or e-mail; a live client wins an e-mail over a deleted one."""
+    text = reference.strip()
+    client_id = parse_client_id(text)
+    client: Client | None = None
+    if client_id is not None:
+        client = session.get(Client, client_id)
+    elif can_match(text):
+        client = session.exec(
+            select(Client)
+            .where(Client.email_key == text.casefold())
+            .order_by(col(Client.status) == Status.DELETED.value, col(Client.id).desc())
+        ).first()
+    if client is None:
+        raise UnknownClient(
+            f"There is no client '{shorten(reference)}'; "
+            "find it with `pbclients list --search TEXT`."
+        )
+    return client
+
+
+def client_detail(engine: Engine, reference: str, now: datetime) -> ClientDetail:
+    """One client's file as `show` presents it: state, capabilities, what is coming up."""
+    with reading(engine) as session:
+        client = find_client(session, reference)
+        client_id = int(client.id or 0)
+        status = Status(client.status)
+        can_join = policy.allows(status, policy.Capability.JOIN_TELEHEALTH)
+        appointments = [
+            UpcomingAppointment(
+                id=int(a.id or 0),
+                starts_at=a.starts_at,
+                title=a.title,
+                duration_minutes=a.duration_minutes,
+                telehealth=a.telehealth,
+                client_can_join=a.telehealth and can_join,
+            )
+            for a in session.exec(
+                select(Appointment)
+                .where(Appointment.client_id == client_id, col(Appointment.starts_at) >= now)
+                .order_by(col(Appointment.starts_at))
+            )
+        ]
+        programs_continue = policy.allows(status, policy.Capability.CONTINUE_PROGRAMS)
+        enrolments = [
+            EnrolmentState(
+                program=program.name,
+                kind=program.kind,
+                progress_percent=enrolment.progress_percent,
+                enrolled_at=enrolment.enrolled_at,
+                completed_at=enrolment.completed_at,
+                state="completed"
+                if enrolment.completed_at
+                else ("in progress" if programs_continue else "paused"),
+            )
+            for enrolment, program in session.exec(
+                select(Enrolment, Program)
+                .join(Program, col(Program.id) == Enrolment.program_id)
+                .where(Enrolment.client_id == client_id)
+                .order_by(col(Program.name))
+            )
+        ]
+        counts = {
+            kind: int(
+                session.exec(
+                    select(func.count()).select_from(model).where(model.client_id == client_id)  # type: ignore[attr-defined]
+                ).one()
+            )
+            for kind, model in RECORD_MODELS.items()
+        }
+    return ClientDetail(
+        summary=_summary(client, sorted(e.program for e in enrolments)),
+        phone=client.phone,
+        capabilities=policy.capabilities(status),
+        appointments=appointments,
+        enrolments=enrolments,
+        counts=counts,
+    )
