@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, func, text
+from sqlalchemy import inspect as sql_inspect
 from sqlalchemy import select as sql_select
 from sqlmodel import SQLModel
 
@@ -24,10 +25,16 @@ ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 
 
 def snapshot(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table, in primary-key order: equal snapshots mean nothing changed."""
+    """Every row of every table, in primary-key order: equal snapshots mean nothing changed.
+
+    Tables a database does not have yet (an older schema) are left out.
+    """
     rows: dict[str, list[tuple[Any, ...]]] = {}
     with reading(engine) as session:
+        present = set(sql_inspect(session.connection()).get_table_names())
         for table in SQLModel.metadata.sorted_tables:
+            if table.name not in present:
+                continue
             order = list(table.primary_key.columns)
             rows[table.name] = [
                 tuple(row) for row in session.execute(sql_select(table).order_by(*order))
@@ -42,7 +49,7 @@ def count(engine: Engine, table: str, where: str = "") -> int:
 
 def statuses(engine: Engine) -> dict[int, str]:
     with reading(engine) as session:
-        return dict(session.execute(text("SELECT id, status FROM client ORDER BY id")).all())  # type: ignore[arg-type]
+        return dict(session.execute(text("SELECT id, status FROM client ORDER BY id")).all())
 
 
 def sql(engine: Engine, statement: str, **params: Any) -> None:
@@ -58,7 +65,8 @@ def audit_count(engine: Engine) -> int:
         )
 
 
-def records(stdout: str) -> list[dict[str, Any]]:
+def records(stdout: str) -> Any:
+    """The JSON a command printed: a list of rows, or one object (plan, show, ...)."""
     return json.loads(stdout)
 
 

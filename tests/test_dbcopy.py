@@ -20,7 +20,8 @@ from tests.conftest import create_postgres_database, drop_postgres_database, pos
 from tests.helpers import pbclients, snapshot, subprocess_env
 
 TABLES = [
-    "audit_event", "client", "program", "setting", "appointment", "document", "enrolment",
+    "audit_event", "client", "program", "setting", "undo_record", "appointment", "document",
+    "enrolment",
     "form_request", "journal_entry", "message", "notification", "payment_method", "protocol",
     "session_note", "payment_plan",
 ]  # fmt: skip
@@ -41,7 +42,7 @@ def new_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         drop_postgres_database(admin_url, url)
 
 
-def run(db: str, *args: str):  # type: ignore[no-untyped-def]
+def run(db: str, *args: str):
     return CliRunner().invoke(app, ["--db", db, *args], catch_exceptions=False)
 
 
@@ -68,7 +69,7 @@ def target_rows(target: str) -> dict[str, int]:
         engine.dispose()
 
 
-def test_copy_moves_every_row_and_the_copy_is_a_working_practice(cli, practice, engine, new_target):  # type: ignore[no-untyped-def]
+def test_copy_moves_every_row_and_the_copy_is_a_working_practice(cli, practice, engine, new_target):
     before = snapshot(engine)
     result = cli("db", "copy", "--to", new_target, "--yes", "--format", "json")
     assert result.exit_code == 0, result.stderr
@@ -102,16 +103,16 @@ def test_copy_moves_every_row_and_the_copy_is_a_working_practice(cli, practice, 
     assert json.loads(deactivated.stdout)[0]["outcome"] == "changed"
 
 
-def test_copy_table_output_reports_counts(cli, practice, new_target):  # type: ignore[no-untyped-def]
+def test_copy_table_output_reports_counts(cli, practice, new_target):
     result = cli("db", "copy", "--to", new_target, "--yes")
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["table", "rows"]
     assert lines[2].split() == ["client", "5"]
-    assert "in 15 tables to" in result.stdout and "every count matches the source" in result.stdout
+    assert "in 16 tables to" in result.stdout and "every count matches the source" in result.stdout
 
 
-def test_a_target_that_holds_a_practice_is_refused_and_left_alone(cli, practice, new_target):  # type: ignore[no-untyped-def]
+def test_a_target_that_holds_a_practice_is_refused_and_left_alone(cli, practice, new_target):
     assert cli("db", "copy", "--to", new_target, "--yes").exit_code == 0
     rows = target_rows(new_target)
     again = cli("db", "copy", "--to", new_target, "--yes")
@@ -123,7 +124,7 @@ def test_a_target_that_holds_a_practice_is_refused_and_left_alone(cli, practice,
     assert target_rows(new_target) == rows
 
 
-def test_a_target_with_other_tables_is_refused(cli, practice, new_target):  # type: ignore[no-untyped-def]
+def test_a_target_with_other_tables_is_refused(cli, practice, new_target):
     if "://" not in new_target:
         Path(new_target).parent.mkdir()
     other = make_engine(new_target, create=True)
@@ -138,7 +139,7 @@ def test_a_target_with_other_tables_is_refused(cli, practice, new_target):  # ty
     assert target_rows(new_target) == {}
 
 
-def test_copy_needs_yes_without_a_terminal_and_dry_run_writes_nothing(cli, practice, new_target):  # type: ignore[no-untyped-def]
+def test_copy_needs_yes_without_a_terminal_and_dry_run_writes_nothing(cli, practice, new_target):
     refused = cli("db", "copy", "--to", new_target)
     assert refused.exit_code == 2
     assert "pass --yes to go ahead" in refused.stderr
@@ -153,10 +154,10 @@ def test_copy_needs_yes_without_a_terminal_and_dry_run_writes_nothing(cli, pract
     assert target_rows(new_target) == {}
 
 
-def test_a_copy_that_does_not_add_up_is_rolled_back(practice, engine, new_target, monkeypatch):  # type: ignore[no-untyped-def]
+def test_a_copy_that_does_not_add_up_is_rolled_back(practice, engine, new_target, monkeypatch):
     copy_table = dbcopy._copy_table
 
-    def lossy(source, target, table):  # type: ignore[no-untyped-def]
+    def lossy(source, target, table):
         copied = copy_table(source, target, table)
         if table.name == "message":
             target.execute(text("DELETE FROM message"))
@@ -172,7 +173,7 @@ def test_a_copy_that_does_not_add_up_is_rolled_back(practice, engine, new_target
 
 def test_a_copy_killed_before_commit_leaves_the_target_empty_and_can_be_rerun(
     practice, db_target, new_target
-):  # type: ignore[no-untyped-def]
+):
     args = ("--db", db_target, "db", "copy", "--to", new_target, "--yes")
     killed = pbclients(*args, env=subprocess_env(PBCLIENTS_FAULT="kill-after:dbcopy.copied"))
     assert killed.returncode == -signal.SIGKILL, killed.stderr
@@ -182,7 +183,7 @@ def test_a_copy_killed_before_commit_leaves_the_target_empty_and_can_be_rerun(
     assert target_rows(new_target)["client"] == 5
 
 
-def test_an_unreachable_target_is_a_usage_error(cli, practice):  # type: ignore[no-untyped-def]
+def test_an_unreachable_target_is_a_usage_error(cli, practice):
     result = cli("db", "copy", "--to", "postgresql://nobody@127.0.0.1:1/practice", "--yes")
     assert result.exit_code == 2
     assert result.stderr.startswith("Error: Cannot open postgresql://nobody@127.0.0.1:1/practice")

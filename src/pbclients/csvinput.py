@@ -57,6 +57,7 @@ class ImportRow:
     last_name: str
     phone: str | None
     program: str | None
+    client_id: str | None = None  # an `id` column: which client `import --update` updates
 
 
 def _normalise(name: str) -> str:
@@ -314,7 +315,7 @@ def check_email(text: str, where: str) -> str:
 
 
 def read_import_csv(data: bytes, *, source: str, encoding: str = "utf-8") -> list[ImportRow]:
-    """Read new clients (email, first_name, last_name, optional phone and program)."""
+    """Read clients (email, first_name, last_name, optional phone, program and id)."""
     header, rows = _table(data, source, encoding)
     required = {"email": _EMAIL_NAMES, "first_name": _FIRST_NAMES, "last_name": _LAST_NAMES}
     found = {name: _find(header, names) for name, names in required.items()}
@@ -327,6 +328,7 @@ def read_import_csv(data: bytes, *, source: str, encoding: str = "utf-8") -> lis
         )
     columns = {name: index for name, index in found.items() if index is not None}
     phone, program = _find(header, _PHONE_NAMES), _find(header, _PROGRAM_NAMES)
+    client_id = _find(header, _ID_NAMES)
     result = []
     for line, cells in rows:
         values = {}
@@ -343,5 +345,8 @@ def read_import_csv(data: bytes, *, source: str, encoding: str = "utf-8") -> lis
                 f"not an e-mail address; correct it or remove the row. {_NOTHING_CHANGED}"
             )
         phone_cell, program_cell = _optional(cells, phone), _optional(cells, program)
-        result.append(ImportRow(line, **values, phone=phone_cell, program=program_cell))
+        result.append(
+            ImportRow(line, **values, phone=phone_cell, program=program_cell,
+                      client_id=_optional(cells, client_id))
+        )  # fmt: skip
     return result

@@ -79,7 +79,16 @@ class Program(SQLModel, table=True):
 
 
 class Enrolment(SQLModel, table=True):
-    __table_args__ = (UniqueConstraint("client_id", "program_id"),)
+    __table_args__ = (
+        UniqueConstraint("client_id", "program_id"),
+        # (client_id, time) indexes let the inactivity query probe each record table by index.
+        Index(
+            "ix_enrolment_client_id_enrolled_at_completed_at",
+            "client_id",
+            "enrolled_at",
+            "completed_at",
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     client_id: int = _client_fk()
@@ -90,6 +99,8 @@ class Enrolment(SQLModel, table=True):
 
 
 class Appointment(SQLModel, table=True):
+    __table_args__ = (Index("ix_appointment_client_id_starts_at", "client_id", "starts_at"),)
+
     id: int | None = Field(default=None, primary_key=True)
     client_id: int = _client_fk()
     starts_at: datetime = _when(index=True)
@@ -100,6 +111,7 @@ class Appointment(SQLModel, table=True):
 
 class JournalEntry(SQLModel, table=True):
     __tablename__ = "journal_entry"
+    __table_args__ = (Index("ix_journal_entry_client_id_written_at", "client_id", "written_at"),)
 
     id: int | None = Field(default=None, primary_key=True)
     client_id: int = _client_fk()
@@ -126,6 +138,8 @@ class SessionNote(SQLModel, table=True):
 
 
 class Message(SQLModel, table=True):
+    __table_args__ = (Index("ix_message_client_id_sent_at", "client_id", "sent_at"),)
+
     id: int | None = Field(default=None, primary_key=True)
     client_id: int = _client_fk()
     sent_at: datetime = _when()
@@ -135,6 +149,7 @@ class Message(SQLModel, table=True):
 
 class FormRequest(SQLModel, table=True):
     __tablename__ = "form_request"
+    __table_args__ = (Index("ix_form_request_client_id_completed_at", "client_id", "completed_at"),)
 
     id: int | None = Field(default=None, primary_key=True)
     client_id: int = _client_fk()
@@ -208,6 +223,21 @@ class AuditEvent(SQLModel, table=True):
 class Setting(SQLModel, table=True):
     key: str = Field(primary_key=True)
     value: str
+
+
+class UndoRecord(SQLModel, table=True):
+    """What a batch replaced (an edit's old values), for `undo` to put back.
+
+    Kept outside the audit trail because it holds personal data; removed when its
+    client is purged.
+    """
+
+    __tablename__ = "undo_record"
+
+    id: int | None = Field(default=None, primary_key=True)
+    batch_id: str = Field(index=True)
+    client_id: int = Field(index=True)
+    data: str = Field(sa_type=Text)  # JSON: {"before": {...}, "after": {...}}
 
 
 # Every kind of record a client has, in the order a restore must insert them

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from pbclients import __version__
-from pbclients.cli import access, admin, backups, maintenance, roster
+from pbclients.cli import access, admin, backups, editing, maintenance, roster
 from pbclients.cli.common import AppState
 from pbclients.cli.database import db_app
 
@@ -80,6 +80,9 @@ app.command(rich_help_panel=ROSTER)(roster.add)
 app.command("import", rich_help_panel=ROSTER)(roster.import_clients)
 app.command("list", rich_help_panel=ROSTER)(roster.list_clients)
 app.command(rich_help_panel=ROSTER)(roster.show)
+app.command(rich_help_panel=ROSTER)(editing.edit)
+app.command(rich_help_panel=ROSTER)(editing.enrol)
+app.command(rich_help_panel=ROSTER)(editing.unenrol)
 app.command(rich_help_panel=ACCESS)(access.deactivate)
 app.command(rich_help_panel=ACCESS)(access.activate)
 app.command(rich_help_panel=ACCESS)(maintenance.undo)

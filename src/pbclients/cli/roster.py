@@ -5,11 +5,11 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pbclients.cli.common import confirm, err, read_input, reporting, source_name
+from pbclients.cli.common import err, read_input, reporting, source_name
 from pbclients.cli.options import (
     MAX_ROWS,
     DryRunOption,
@@ -38,10 +38,13 @@ from pbclients.policy import DESCRIPTIONS, Capability, Status
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from sqlmodel import Session
+    from sqlalchemy import Engine
 
     from pbclients.cli.common import AppState
-    from pbclients.roster import ClientDetail, ClientFilter, NewClient
+    from pbclients.importing import ImportDetail
+    from pbclients.operation import Batch, Plan
+    from pbclients.roster import AddDetail, NewClient
+    from pbclients.roster_view import ClientDetail, ClientFilter
 
 
 LIST_FIELDS = [
@@ -157,6 +160,13 @@ def import_clients(
         ),
     ],
     encoding: EncodingOption = "utf-8",
+    update: Annotated[
+        bool,
+        typer.Option(
+            "--update",
+            help="Rows whose id or e-mail is a live client's update that client instead.",
+        ),
+    ] = False,
     yes: YesOption = False,
     dry_run: DryRunOption = False,
     reason: ReasonOption = None,
@@ -166,11 +176,15 @@ def import_clients(
 
     Columns: email, first_name, last_name, optional phone and program (enrols
     the client in that program). Refused as a whole on a bad row, an e-mail
-    that is already a client, or past the plan limit.
+    that is already a client, or past the plan limit. With --update, a row
+    whose id column or e-mail names a live client updates that client's e-mail,
+    names and phone instead (an empty phone keeps the one on file); the dry run
+    says per row: added, updated (with the fields) or unchanged.
 
     Example:
         pbclients import new-clients.csv --dry-run
         pbclients import new-clients.csv --reason "autumn intake" --yes
+        pbclients import roster-export.csv --update --dry-run
     """
     with reporting(ctx) as app:
         from pbclients.csvinput import read_import_csv
@@ -188,6 +202,10 @@ def import_clients(
             )
             for r in rows
         ]
+        if update:
+            ids = [r.client_id for r in rows]
+            _import_update(app, new, ids, yes, dry_run, reason, output, stdin_used=file == "-")
+            return
         _add(app, new, yes, dry_run, reason, output, stdin_used=file == "-")
 
 
@@ -210,44 +228,118 @@ def _add(
     *,
     stdin_used: bool,
 ) -> None:
-    from pbclients import plan, roster
-    from pbclients.db import reading
+    from pbclients import roster
+    from pbclients.cli.run import Wording, carry_out
 
     engine = app.engine()
     if not new:
         err("The file has no client rows; nothing to add.")
         if output is not OutputFormat.TABLE:
             # Scripts still get a document to parse: `[]`, or the CSV header.
-            from pbclients.results import Batch
+            from pbclients.operation import Action, Batch, NoDetail
 
-            render_batch(Batch("add", []), output, "")
+            render_batch(Batch(Action.ADD, [], NoDetail()), output, "")
         return
-    change = app.change(reason)
-    preview = roster.add_clients(engine, new, change, dry_run=True)
-    if not dry_run:
-        with reading(engine) as session:
-            usage = plan.usage(session)
-        seats = (
-            "" if usage.limit is None else f" ({usage.counted} of {usage.limit} plan seats used)"
-        )
-        new_programs = "".join(
-            f"\n  Creates the program '{visible(name)}'." for name in preview.extra["new_programs"]
-        )
-        confirm(
-            f"Add {plural(len(new), 'client')}{seats}? They get portal access.{new_programs}",
-            yes=yes,
-            stdin_used=stdin_used,
-        )
-        batch = roster.add_clients(engine, new, change)
-        summary = f"Added {plural(batch.changing, 'client')} (batch {batch.batch_id})."
-        created = "Created"
-    else:
-        batch = preview
-        summary = f"Dry run: would add {plural(batch.changing, 'client')}; nothing was written."
+    plan = roster.preview(engine, new)
+    wording: Wording[AddDetail] = Wording(
+        question=_add_question, summary=_add_summary, progress_label="Adding"
+    )
+    carry_out(
+        app, engine, plan, roster.apply, wording,
+        output=output, yes=yes, dry_run=dry_run, reason=reason, stdin_used=stdin_used,
+    )  # fmt: skip
+
+
+def _import_update(
+    app: AppState,
+    new: list[NewClient],
+    ids: list[str | None],
+    yes: bool,
+    dry_run: bool,
+    reason: str | None,
+    output: OutputFormat,
+    *,
+    stdin_used: bool,
+) -> None:
+    from pbclients import importing
+    from pbclients.cli.run import Wording, carry_out
+
+    engine = app.engine()
+    rows = [
+        importing.ImportRow(client, client_id) for client, client_id in zip(new, ids, strict=True)
+    ]
+    plan = importing.preview(engine, rows)
+    wording: Wording[ImportDetail] = Wording(
+        question=_import_question,
+        summary=_import_summary,
+        progress_label="Importing",
+        records=_import_records,
+    )
+    carry_out(
+        app, engine, plan, importing.apply, wording,
+        output=output, yes=yes, dry_run=dry_run, reason=reason, stdin_used=stdin_used,
+    )  # fmt: skip
+
+
+def _import_counts(outcome: Plan[ImportDetail] | Batch[ImportDetail]) -> tuple[int, int, int]:
+    notes = [result.note or "" for result in outcome.results]
+    added = sum(1 for note in notes if note == "added")
+    updated = sum(1 for note in notes if note.startswith("updated"))
+    return added, updated, len(notes) - added - updated
+
+
+def _import_question(plan: Plan[ImportDetail]) -> str:
+    added, updated, _ = _import_counts(plan)
+    new_programs = "".join(
+        f"\n  Creates the program '{visible(name)}'." for name in plan.detail.new_programs
+    )
+    return (
+        f"Add {plural(added, 'client')} (they get portal access) and update "
+        f"{plural(updated, 'client')}? Clients are not notified.{new_programs}"
+    )
+
+
+def _import_summary(outcome: Plan[ImportDetail] | Batch[ImportDetail], dry_run: bool) -> str:
+    added, updated, unchanged = _import_counts(outcome)
+    counts = f"{plural(added, 'client')} added, {updated} updated, {unchanged} unchanged"
+    if dry_run:
+        return f"Dry run: {counts}; nothing was written."
+    batch_id = getattr(outcome, "batch_id", None)
+    return (
+        f"{counts} (batch {batch_id})."
+        if batch_id
+        else "Nothing to import: every row is unchanged."
+    )
+
+
+def _import_records(
+    outcome: Plan[ImportDetail] | Batch[ImportDetail],
+) -> tuple[list[dict[str, Any]], list[str]]:
+    batch_id = getattr(outcome, "batch_id", None)
+    rows = [result.as_record(batch_id) for result in outcome.results]
+    return rows, ["reference", "id", "email", "before", "after", "outcome", "note", "batch"]
+
+
+def _add_question(plan: Plan[AddDetail]) -> str:
+    seats = plan.detail.seats
+    used = "" if seats.limit is None else f" ({seats.counted} of {seats.limit} plan seats used)"
+    new_programs = "".join(
+        f"\n  Creates the program '{visible(name)}'." for name in plan.detail.new_programs
+    )
+    return f"Add {plural(plan.changing, 'client')}{used}? They get portal access.{new_programs}"
+
+
+def _add_summary(outcome: Plan[AddDetail] | Batch[AddDetail], dry_run: bool) -> str:
+    if dry_run:
+        summary = f"Dry run: would add {plural(outcome.changing, 'client')}; nothing was written."
         created = "Would create"
-    for name in batch.extra["new_programs"]:
+    else:
+        batch_id = getattr(outcome, "batch_id", None)
+        summary = f"Added {plural(outcome.changing, 'client')} (batch {batch_id})."
+        created = "Created"
+    for name in outcome.detail.new_programs:
         summary += f" {created} the program '{visible(name)}'."
-    render_batch(batch, output, summary)
+    return summary
 
 
 def list_clients(
@@ -287,35 +379,40 @@ def list_clients(
         pbclients list --program "Spring Reset" --format ids > spring.txt
     """
     with reporting(ctx) as app:
-        from pbclients import clock, roster
-        from pbclients.db import reading
+        from contextlib import closing
 
-        statuses = {
-            None: roster.LISTED_BY_DEFAULT,
-            StatusFilter.ALL: tuple(Status),
-        }.get(status) or (Status(status.value),)  # type: ignore[union-attr]
-        where = roster.ClientFilter(statuses, search, program, limit)
+        from pbclients import clock, roster_view
+
+        if status is None:
+            statuses = roster_view.LISTED_BY_DEFAULT
+        elif status is StatusFilter.ALL:
+            statuses = tuple(Status)
+        else:
+            statuses = (Status(status.value),)
+        where = roster_view.ClientFilter(statuses, search, program, limit)
         now = clock.now()
-        with reading(app.engine()) as session:
+        engine = app.engine()
+        if output is ListFormat.TABLE:
+            _list_table(engine, where, now)
+            return
+        # Closed as soon as the output stops, a closed pipe included: the read ends there.
+        with closing(roster_view.iter_clients(engine, where)) as clients:
             if output is ListFormat.IDS:
-                for client in roster.iter_clients(session, where):
+                for client in clients:
                     sys.stdout.write(f"{client.id}\n")
             elif output is ListFormat.JSON:
-                print_json_array(c.as_record(now) for c in roster.iter_clients(session, where))
-            elif output is ListFormat.CSV:
-                print_csv(
-                    (c.as_record(now) for c in roster.iter_clients(session, where)), LIST_FIELDS
-                )
+                print_json_array(c.as_record(now) for c in clients)
             else:
-                _list_table(session, where, now)
+                print_csv((c.as_record(now) for c in clients), LIST_FIELDS)
 
 
-def _list_table(session: Session, where: ClientFilter, now: datetime) -> None:
+def _list_table(engine: Engine, where: ClientFilter, now: datetime) -> None:
+    from contextlib import closing
     from dataclasses import replace
 
     from rich.table import Table
 
-    from pbclients import roster
+    from pbclients import roster_view
     from pbclients.clock import iso
 
     capped = where.limit is None and sys.stdout.isatty()
@@ -328,28 +425,29 @@ def _list_table(session: Session, where: ClientFilter, now: datetime) -> None:
     if deleted:
         table.add_column("purge in")
     shown = 0
-    for client in roster.iter_clients(session, shown_where):
-        since = client.deleted_at or client.deactivated_at or client.created_at
-        row = [
-            literal(client.id),
-            literal(f"{client.first_name} {client.last_name}"),
-            literal(client.email),
-            literal(client.status),
-            literal(", ".join(client.programs)),
-            literal((iso(since) or "")[:10]),
-        ]
-        if deleted:
-            days = client.days_until_purge(now)
-            row.append(literal("" if days is None else f"{days} d"))
-        table.add_row(*row)
-        shown += 1
+    with closing(roster_view.iter_clients(engine, shown_where)) as clients:
+        for client in clients:
+            since = client.deleted_at or client.deactivated_at or client.created_at
+            row = [
+                literal(client.id),
+                literal(f"{client.first_name} {client.last_name}"),
+                literal(client.email),
+                literal(client.status),
+                literal(", ".join(client.programs)),
+                literal((iso(since) or "")[:10]),
+            ]
+            if deleted:
+                days = client.days_until_purge(now)
+                row.append(literal("" if days is None else f"{days} d"))
+            table.add_row(*row)
+            shown += 1
     out = console()
     if shown == 0:
         out.print("No clients match.")
         return
     out.print(table)
     if capped:
-        total = roster.count_clients(session, where)
+        total = roster_view.count_clients(engine, where)
         if total > shown:
             out.print(f"... and {total - shown} more; use --limit N or --format csv to see them.")
 
@@ -368,12 +466,10 @@ def show(
         pbclients show ana@example.org --format json
     """
     with reporting(ctx) as app:
-        from pbclients import clock, roster
-        from pbclients.db import reading
+        from pbclients import clock, roster_view
 
         now = clock.now()
-        with reading(app.engine()) as session:
-            detail = roster.client_detail(session, client, now)
+        detail = roster_view.client_detail(app.engine(), client, now)
         if output is OutputFormat.JSON:
             print_json(detail.as_record(now))
         elif output is OutputFormat.CSV:
@@ -411,7 +507,7 @@ def _show_table(detail: ClientDetail, now: datetime) -> None:
         capabilities.add_row(literal(DESCRIPTIONS[capability]), literal("yes" if allowed else "no"))
     out.print(capabilities)
 
-    blocked = [a for a in detail.appointments if a["telehealth"] and not a["client_can_join"]]
+    blocked = [a for a in detail.appointments if a.telehealth and not a.client_can_join]
     if blocked:
         out.print(
             plain(
@@ -427,10 +523,10 @@ def _show_table(detail: ClientDetail, now: datetime) -> None:
             appointments.add_column(name)
         for a in detail.appointments:
             appointments.add_row(
-                literal(a["starts_at"]),
-                literal(a["title"]),
-                literal(a["duration_minutes"]),
-                literal("yes" if a["telehealth"] else "no"),
+                literal(iso(a.starts_at)),
+                literal(a.title),
+                literal(a.duration_minutes),
+                literal("yes" if a.telehealth else "no"),
             )
         out.print(appointments)
     if detail.enrolments:
@@ -441,10 +537,10 @@ def _show_table(detail: ClientDetail, now: datetime) -> None:
             enrolments.add_column(name)
         for e in detail.enrolments:
             enrolments.add_row(
-                literal(e["program"]),
-                literal(e["kind"]),
-                literal(f"{e['progress_percent']}%"),
-                literal(e["state"]),
+                literal(e.program),
+                literal(e.kind),
+                literal(f"{e.progress_percent}%"),
+                literal(e.state),
             )
         out.print(enrolments)
     out.print(

@@ -1,0 +1,249 @@
+"""Editing a client's file: e-mail, names and phone, for active and deactivated clients.
+
+Deactivation archives access, not the file: the practice keeps reviewing and
+updating it. A deleted client is not edited (bring it back first with undo or
+restore). A new e-mail must not belong to another live client.
+
+The audit trail records which fields changed, never their values; the values
+an edit replaced are kept in `undo_record`, outside the trail, so that `undo`
+can put them back, and are removed when the client is purged.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, bindparam, insert, update
+from sqlalchemy import select as sql_select
+from sqlmodel import Session, col, select
+
+from pbclients import audit
+from pbclients.db import load_ids, reading, writing
+from pbclients.errors import BadInput, DatabaseBusy, TransitionNotAllowed
+from pbclients.models import Client, UndoRecord
+from pbclients.operation import Action, Batch, Change, Plan, ProgressCallback, carried_out
+from pbclients.policy import Status
+from pbclients.results import ChangeResult, Outcome
+from pbclients.roster_view import find_client
+from pbclients.selection import chunks, live_email_owners
+
+# The fields of a client's file that `edit` changes, in the order they are shown.
+EDITABLE = ("email", "first_name", "last_name", "phone")
+Values = dict[str, str | None]
+
+
+@dataclass(frozen=True)
+class ClientEdit:
+    """New values for one client's fields; a field absent from `values` is kept."""
+
+    reference: str
+    values: Mapping[str, str | None]
+    where: str = ""  # "line 4 of clients.csv", for messages
+
+
+@dataclass(frozen=True)
+class FieldChanges:
+    """One client's edit: which fields change, from what, to what."""
+
+    client_id: int
+    changed: tuple[str, ...]
+    before: Values
+    after: Values
+
+
+@dataclass(frozen=True)
+class EditDetail:
+    # One per result whose client changes (or would), keyed by client id.
+    edits: Mapping[int, FieldChanges]
+
+
+def preview(engine: Engine, edits: Sequence[ClientEdit]) -> Plan[EditDetail]:
+    """What `apply` would change, field by field; reads only."""
+    with reading(engine) as session:
+        return plan_edits(session, edits)
+
+
+def plan_edits(session: Session, edits: Sequence[ClientEdit]) -> Plan[EditDetail]:
+    """The plan of `preview`, in the caller's session (import --update plans with its adds)."""
+    results: list[ChangeResult] = []
+    changes: dict[int, FieldChanges] = {}
+    for edit in edits:
+        client = find_client(session, edit.reference)
+        client_id = int(client.id or 0)
+        if client.status == Status.DELETED.value:
+            raise TransitionNotAllowed(
+                f"Client {client_id} ('{edit.reference}') is deleted and cannot be edited; "
+                "nothing was changed. Bring it back with `pbclients undo BATCH` or "
+                "`pbclients restore BACKUP` first."
+            )
+        if client_id in changes:
+            raise BadInput(
+                f"Client {client_id} is named twice{_at(edit.where)}; nothing was changed. "
+                "Keep one row per client."
+            )
+        before = _values(client)
+        after = dict(before)
+        after.update({name: edit.values[name] for name in EDITABLE if name in edit.values})
+        changed = tuple(name for name in EDITABLE if before[name] != after[name])
+        outcome = Outcome.PLANNED if changed else Outcome.UNCHANGED
+        results.append(
+            ChangeResult(edit.reference, client_id, client.email, client.status, client.status,
+                         outcome, note=", ".join(changed) or None)
+        )  # fmt: skip
+        if changed:
+            changes[client_id] = FieldChanges(client_id, changed, before, after)
+    _refuse_taken_emails(session, changes.values())
+    return Plan(Action.EDIT, results, EditDetail(changes))
+
+
+def apply(
+    engine: Engine,
+    plan: Plan[EditDetail],
+    change: Change,
+    *,
+    on_progress: ProgressCallback | None = None,
+) -> Batch[EditDetail]:
+    """Carry out an edit plan in one transaction, with one audit event per changed client."""
+    if not plan.detail.edits:
+        return Batch(plan.action, plan.results, plan.detail)
+    batch_id = audit.new_batch_id()
+    with writing(engine) as session:
+        apply_edits(session, plan.detail, change, batch_id)
+    if on_progress:
+        on_progress(len(plan.detail.edits), len(plan.detail.edits))
+    results = [carried_out(result) for result in plan.results]
+    return Batch(plan.action, results, plan.detail, batch_id)
+
+
+def apply_edits(session: Session, detail: EditDetail, change: Change, batch_id: str) -> None:
+    """Write planned edits in the caller's transaction, with their audit events."""
+    audit.append(
+        session,
+        write_edits(session, list(detail.edits.values()), batch_id),
+        batch_id=batch_id,
+        actor=change.actor,
+        reason=change.reason,
+        at=change.at,
+    )
+
+
+def write_edits(
+    session: Session, edits: Sequence[FieldChanges], batch_id: str
+) -> list[audit.NewEvent]:
+    """Check nothing moved since the plan, write the values, keep the old ones for undo.
+
+    Returns the audit events to record (field names only); undo records them under its
+    own reason.
+    """
+    _check_unchanged(session, edits)
+    _refuse_taken_emails(session, edits)
+    write_values(session, [(edit.client_id, edit.after) for edit in edits])
+    session.execute(
+        insert(UndoRecord),
+        [
+            {
+                "batch_id": batch_id,
+                "client_id": edit.client_id,
+                "data": json.dumps({"before": edit.before, "after": edit.after}),
+            }
+            for edit in edits
+        ],
+    )
+    return [
+        audit.NewEvent(Action.EDIT, edit.client_id, None, None, {"fields": list(edit.changed)})
+        for edit in edits
+    ]
+
+
+def write_values(session: Session, rows: Sequence[tuple[int, Values]]) -> None:
+    """Set every editable field of these clients (one executemany, not a query per row)."""
+    statement = (
+        update(Client)
+        .where(col(Client.id) == bindparam("client_id"))
+        .values(
+            email=bindparam("new_email"),
+            email_key=bindparam("new_email_key"),
+            first_name=bindparam("new_first_name"),
+            last_name=bindparam("new_last_name"),
+            phone=bindparam("new_phone"),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    params = [
+        {
+            "client_id": client_id,
+            "new_email": values["email"],
+            # Derived here from the e-mail itself, never taken from elsewhere: it is the
+            # key that keeps one login per live client.
+            "new_email_key": str(values["email"]).casefold(),
+            "new_first_name": values["first_name"],
+            "new_last_name": values["last_name"],
+            "new_phone": values["phone"],
+        }
+        for client_id, values in rows
+    ]
+    for chunk in chunks(params):
+        session.connection().execute(statement, list(chunk))
+
+
+def current_values(session: Session, client_ids: Sequence[int]) -> dict[int, tuple[str, Values]]:
+    """Each client's status and editable fields, read in one query."""
+    selected = load_ids(session, client_ids)
+    query = sql_select(*(col(getattr(Client, name)) for name in ("id", "status", *EDITABLE))).where(
+        col(Client.id).in_(select(selected.c.id))
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        # Held until commit, so no other writer edits these clients between check and write.
+        query = query.with_for_update()
+    return {
+        int(row[0]): (row[1], dict(zip(EDITABLE, row[2:], strict=True)))
+        for row in session.execute(query)
+    }
+
+
+def _check_unchanged(session: Session, edits: Sequence[FieldChanges]) -> None:
+    current = current_values(session, [edit.client_id for edit in edits])
+    for edit in edits:
+        status, values = current.get(edit.client_id, (None, {}))
+        if status in (None, Status.DELETED.value) or values != edit.before:
+            raise DatabaseBusy(
+                f"Client {edit.client_id} changed while this command ran; "
+                "nothing was changed, run it again."
+            )
+
+
+def _refuse_taken_emails(session: Session, edits: Iterable[FieldChanges]) -> None:
+    """A new e-mail must not be another live client's, nor another client's of this edit."""
+    wanted: dict[str, FieldChanges] = {}
+    for edit in edits:
+        if "email" not in edit.changed:
+            continue
+        key = str(edit.after["email"]).casefold()
+        if key in wanted:
+            raise BadInput(
+                f"Clients {wanted[key].client_id} and {edit.client_id} would both get the "
+                f"e-mail '{edit.after['email']}'; nothing was changed."
+            )
+        wanted[key] = edit
+    for key, owner in live_email_owners(session, list(wanted)).items():
+        edit = wanted[key]
+        if owner != edit.client_id:
+            raise BadInput(
+                f"The e-mail '{edit.after['email']}' already belongs to client {owner}; "
+                f"nothing was changed. Give client {edit.client_id} another e-mail."
+            )
+
+
+def _values(client: Client) -> Values:
+    return {
+        "email": client.email,
+        "first_name": client.first_name,
+        "last_name": client.last_name,
+        "phone": client.phone,
+    }
+
+
+def _at(where: str) -> str:
+    return f" ({where})" if where else ""

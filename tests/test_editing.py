@@ -1,0 +1,378 @@
+"""edit, enrol and unenrol through the real CLI, on SQLite and PostgreSQL.
+
+The `practice` fixture: clients 1-5 (ana, ben, chloe, dev, elif@example.org), all active;
+ana and ben in "Spring Reset", chloe and elif in "Sleep Foundations".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from pbclients import audit
+from pbclients.db import reading
+from tests.helpers import NOW_TEXT, audit_count, records, snapshot, sql, statuses
+
+SETUP_EVENTS = 5
+Run = Callable[..., Any]
+
+
+@pytest.fixture(autouse=True)
+def pinned_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PBCLIENTS_NOW", NOW_TEXT)
+
+
+def events(engine: Engine, action: str) -> list[tuple[int | None, Any, str | None, str | None]]:
+    with reading(engine) as session:
+        return [
+            (e.client_id, json.loads(e.detail or "null"), e.before, e.after)
+            for e in audit.events(session, action=action)
+        ]
+
+
+def client_row(engine: Engine, client_id: int) -> tuple[Any, ...]:
+    with reading(engine) as session:
+        from sqlalchemy import text
+
+        return tuple(
+            session.execute(
+                text(
+                    "SELECT email, email_key, first_name, last_name, phone, status FROM client "
+                    "WHERE id = :id"
+                ),
+                {"id": client_id},
+            ).one()
+        )
+
+
+# --- edit -------------------------------------------------------------------------------------
+
+
+def test_edit_changes_the_fields_and_records_only_their_names(
+    cli: Run, practice: Any, engine: Engine
+) -> None:
+    result = cli("edit", "ana@example.org", "--email", "Ana.Costa@Example.org", "--last-name",
+                 "Costa", "--no-phone", "--reason", "married", "--yes", "-f", "json")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    [row] = records(result.stdout)
+    assert row == {
+        "reference": "ana@example.org",
+        "id": 1,
+        "email": "Ana.Costa@Example.org",
+        "changed": ["email", "last_name", "phone"],
+        "before": {"email": "ana@example.org", "last_name": "Silva", "phone": "+1 555 0101"},
+        "after": {"email": "Ana.Costa@Example.org", "last_name": "Costa", "phone": None},
+        "outcome": "changed",
+        "batch": row["batch"],
+    }
+    assert client_row(engine, 1) == (
+        "Ana.Costa@Example.org", "ana.costa@example.org", "Ana", "Costa", None, "active",
+    )  # fmt: skip
+    assert events(engine, "edit") == [(1, {"fields": ["email", "last_name", "phone"]}, None, None)]
+    with reading(engine) as session:
+        [event] = audit.events(session, action="edit")
+        assert (event.batch_id, event.reason, event.actor) == (row["batch"], "married", "tester")
+        # The trail holds no personal data: none of the old or new values.
+        assert "Silva" not in str(event.detail) and "Costa" not in str(event.detail)
+        assert audit.verify(session).intact
+    # The new e-mail names the client at once, in any case.
+    shown = cli("show", "ANA.COSTA@example.org", "--format", "json")
+    assert json.loads(shown.stdout)["id"] == 1
+
+
+def test_a_deactivated_client_is_edited_and_stays_deactivated(
+    cli: Run, practice: Any, engine: Engine
+) -> None:
+    assert cli("deactivate", "2", "--yes").exit_code == 0
+    result = cli("edit", "2", "--first-name", "Benjamin", "--yes")
+    assert result.exit_code == 0, result.stderr
+    assert "Edited 1 client. Batch " in result.stdout
+    assert client_row(engine, 2)[2:] == ("Benjamin", "Okafor", None, "deactivated")
+
+
+def test_a_deleted_client_is_not_edited(cli: Run, practice: Any, engine: Engine) -> None:
+    sql(engine, "UPDATE client SET status = 'deleted' WHERE id = 3")
+    before = snapshot(engine)
+    result = cli("edit", "3", "--first-name", "C", "--yes")
+    assert result.exit_code == 3
+    assert result.stderr == (
+        "Error: Client 3 ('3') is deleted and cannot be edited; nothing was changed. Bring it "
+        "back with `pbclients undo BATCH` or `pbclients restore BACKUP` first.\n"
+    )
+    assert snapshot(engine) == before
+
+
+def test_an_email_of_another_live_client_is_refused_whatever_its_case(
+    cli, practice, engine
+) -> None:
+    before = snapshot(engine)
+    result = cli("edit", "1", "--email", "BEN@example.ORG", "--yes")
+    assert result.exit_code == 3
+    assert result.stderr == (
+        "Error: The e-mail 'BEN@example.ORG' already belongs to client 2; nothing was changed. "
+        "Give client 1 another e-mail.\n"
+    )
+    assert snapshot(engine) == before
+
+
+def test_changing_only_the_case_of_ones_own_email_is_allowed(
+    cli: Run, practice: Any, engine: Engine
+) -> None:
+    result = cli("edit", "1", "--email", "ANA@example.org", "--yes", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert records(result.stdout)[0]["changed"] == ["email"]
+    assert client_row(engine, 1)[:2] == ("ANA@example.org", "ana@example.org")
+
+
+def test_the_same_values_are_nothing_to_edit(cli: Run, practice: Any, engine: Engine) -> None:
+    result = cli("edit", "1", "--first-name", "Ana", "--yes")
+    assert result.exit_code == 0
+    assert result.stdout.endswith("Nothing to edit: the client already has these values.\n")
+    assert audit_count(engine) == SETUP_EVENTS
+
+
+def test_edit_dry_run_writes_nothing_and_needs_no_terminal(
+    cli: Run, practice: Any, engine: Engine
+) -> None:
+    before = snapshot(engine)
+    result = cli("edit", "1", "--phone", "+351 900", "--dry-run", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    [row] = records(result.stdout)
+    assert (row["outcome"], row["batch"], row["after"]) == ("planned", None, {"phone": "+351 900"})
+    assert snapshot(engine) == before
+
+
+def test_edit_without_a_terminal_or_yes_is_refused(cli: Run, practice: Any, engine: Engine) -> None:
+    before = snapshot(engine)
+    result = cli("edit", "1", "--phone", "+351 900")
+    assert result.exit_code == 2
+    assert "pass --yes to go ahead" in result.stderr
+    assert snapshot(engine) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        ([], 2, "Say what to change: --email, --first-name, --last-name, --phone or --no-phone."),
+        (["--phone", "1", "--no-phone"], 2, "Give --phone or --no-phone, not both."),
+        (["--first-name", "  "], 3, "--first-name cannot be empty; give the client's new value."),
+        (["--email", "not-an-email"], 3, None),
+        (["--last-name", "Evil\x1b[2J"], 3, None),
+    ],
+)
+def test_bad_edits_change_nothing(
+    cli: Run, practice: Any, engine: Engine, args: list[str], code: int, message: str | None
+) -> None:
+    before = snapshot(engine)
+    result = cli("edit", "1", *args, "--yes")
+    assert result.exit_code == code, result.stderr
+    assert "\x1b" not in result.stderr
+    if message:
+        assert result.stderr == f"Error: {message}\n"
+    assert snapshot(engine) == before
+
+
+def test_an_unknown_client_is_exit_3(cli: Run, practice: Any) -> None:
+    result = cli("edit", "nobody@example.org", "--first-name", "X", "--yes")
+    assert result.exit_code == 3
+    assert "There is no client 'nobody@example.org'" in result.stderr
+
+
+# --- enrol / unenrol ----------------------------------------------------------------------------
+
+
+def show(cli: Run, reference: str) -> dict[str, Any]:
+    return json.loads(cli("show", reference, "--format", "json").stdout)
+
+
+def test_enrol_creates_the_program_and_a_deactivated_client_starts_paused(
+    cli, practice, engine
+) -> None:
+    assert cli("deactivate", "4", "--yes").exit_code == 0
+    dry = cli("enrol", "3", "4", "--program", "Autumn Group", "--dry-run")
+    assert dry.exit_code == 0
+    assert "Dry run: would enrol 2 clients in 'Autumn Group'; nothing was written." in dry.stdout
+    result = cli("enrol", "3", "4", "1", "--program", "Autumn Group", "--yes", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert [(r["id"], r["before"], r["after"], r["outcome"]) for r in records(result.stdout)] == [
+        (3, "not enrolled", "enrolled", "changed"),
+        (4, "not enrolled", "paused", "changed"),
+        (1, "not enrolled", "enrolled", "changed"),
+    ]
+    states = {e["program"]: e["state"] for e in show(cli, "4")["enrolments"]}
+    assert states == {"Autumn Group": "paused"}
+    [(_, detail, _, _), *_] = events(engine, "enrol")
+    assert set(detail) == {"program_id"}
+    # Enrolling again is unchanged, in any case of the program's name.
+    again = cli("enrol", "3", "--program", "autumn group", "--yes", "--format", "json")
+    assert [r["outcome"] for r in records(again.stdout)] == ["unchanged"]
+
+
+def test_enrol_refuses_a_deleted_client(cli: Run, practice: Any, engine: Engine) -> None:
+    sql(engine, "UPDATE client SET status = 'deleted' WHERE id = 5")
+    before = snapshot(engine)
+    result = cli("enrol", "1", "5", "--program", "Spring Reset", "--yes")
+    assert result.exit_code == 3
+    assert "Client 5 ('5') is deleted and cannot be enrolled; nothing was changed." in result.stderr
+    assert snapshot(engine) == before
+
+
+def test_unenrol_takes_clients_out_and_reports_the_others_unchanged(
+    cli: Run, practice: Any, engine: Engine
+) -> None:
+    result = cli("unenrol", "1", "3", "--program", "spring reset", "--yes", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert [(r["id"], r["outcome"]) for r in records(result.stdout)] == [
+        (1, "changed"), (3, "unchanged"),
+    ]  # fmt: skip
+    assert show(cli, "1")["programs"] == []
+    assert show(cli, "2")["programs"] == ["Spring Reset"]
+    assert statuses(engine)[1] == "active"
+
+
+def test_unenrol_from_an_unknown_program_is_exit_3(cli: Run, practice: Any, engine: Engine) -> None:
+    before = snapshot(engine)
+    result = cli("unenrol", "1", "--program", "Nope", "--yes")
+    assert result.exit_code == 3
+    assert "There is no program named 'Nope'" in result.stderr
+    assert snapshot(engine) == before
+
+
+def test_enrol_needs_a_selection(cli: Run, practice: Any) -> None:
+    result = cli("enrol", "--program", "Spring Reset", "--yes")
+    assert result.exit_code == 2
+
+
+# --- undo -------------------------------------------------------------------------------------
+
+
+def batch_of(result: Any) -> str:
+    return str(records(result.stdout)[0]["batch"])
+
+
+def test_undo_of_an_edit_puts_the_old_values_back_and_can_be_undone(
+    cli: Run, practice: Any, engine: Engine
+) -> None:
+    edited = cli(
+        "edit", "1", "--email", "ana.costa@example.org", "--no-phone", "--yes", "-f", "json"
+    )
+    undone = cli("undo", batch_of(edited), "--yes", "--format", "json")
+    assert undone.exit_code == 0, undone.stderr
+    assert [(r["id"], r["outcome"]) for r in records(undone.stdout)] == [(1, "changed")]
+    assert client_row(engine, 1)[:5] == (
+        "ana@example.org", "ana@example.org", "Ana", "Silva", "+1 555 0101",
+    )  # fmt: skip
+    again = cli("undo", batch_of(undone), "--yes")
+    assert again.exit_code == 0, again.stderr
+    assert client_row(engine, 1)[:2] == ("ana.costa@example.org", "ana.costa@example.org")
+    with reading(engine) as session:
+        assert audit.verify(session).intact
+
+
+def test_undo_of_an_edit_leaves_a_client_edited_since_alone(
+    cli: Run, practice: Any, engine: Engine
+) -> None:
+    edited = cli("edit", "1", "--first-name", "Anna", "--yes", "-f", "json")
+    assert cli("edit", "1", "--first-name", "Annie", "--yes").exit_code == 0
+    undone = cli("undo", batch_of(edited), "--yes", "--format", "json")
+    assert undone.exit_code == 0
+    assert [(r["outcome"], r["note"]) for r in records(undone.stdout)] == [
+        ("skipped", "changed since")
+    ]
+    assert client_row(engine, 1)[2] == "Annie"
+
+
+def test_undo_of_an_edit_does_not_take_back_an_email_someone_else_now_has(
+    cli: Run, practice: Any, engine: Engine
+) -> None:
+    edited = cli("edit", "1", "--email", "ana.costa@example.org", "--yes", "-f", "json")
+    assert cli("edit", "2", "--email", "ANA@example.org", "--yes").exit_code == 0
+    undone = cli("undo", batch_of(edited), "--yes", "--format", "json")
+    assert [(r["outcome"], r["note"]) for r in records(undone.stdout)] == [
+        ("skipped", "e-mail now used by client 2")
+    ]
+    assert client_row(engine, 1)[0] == "ana.costa@example.org"
+
+
+def test_undo_of_enrol_and_unenrol_keeps_the_progress(
+    cli: Run, practice: Any, engine: Engine
+) -> None:
+    sql(engine, "UPDATE enrolment SET progress_percent = 40 WHERE client_id = 1")
+    left = cli("unenrol", "1", "--program", "Spring Reset", "--yes", "-f", "json")
+    assert show(cli, "1")["enrolments"] == []
+    back = cli("undo", batch_of(left), "--yes", "--format", "json")
+    assert back.exit_code == 0, back.stderr
+    [enrolment] = show(cli, "1")["enrolments"]
+    assert (enrolment["program"], enrolment["progress_percent"]) == ("Spring Reset", 40)
+    joined = cli("enrol", "4", "--program", "Spring Reset", "--yes", "-f", "json")
+    assert cli("undo", batch_of(joined), "--yes").exit_code == 0
+    assert show(cli, "4")["programs"] == []
+    assert [e[0] for e in events(engine, "enrol")] == [1, 4]  # the undo, then the enrol
+
+
+def test_purge_removes_the_values_kept_for_undo(
+    cli: Run, practice: Any, engine: Engine, tmp_path: Path
+) -> None:
+    from tests.helpers import count
+
+    assert cli("edit", "3", "--last-name", "Tran", "--yes").exit_code == 0
+    assert count(engine, "undo_record", "WHERE client_id = 3") == 1
+    folder = str(tmp_path / "backups")
+    assert cli("delete", "3", "--backup-dir", folder, "--yes").exit_code == 0
+    sql(engine, "UPDATE client SET purge_after = deleted_at WHERE id = 3")
+    purged = cli("purge", "--yes")
+    assert purged.exit_code == 0, purged.stderr
+    assert count(engine, "undo_record", "WHERE client_id = 3") == 0
+
+
+# --- import --update --------------------------------------------------------------------------
+
+
+def test_import_update_adds_updates_and_reports_each_row(
+    cli: Run, practice: Any, engine: Engine, tmp_path: Path
+) -> None:
+    rows = (
+        "id,email,first_name,last_name,phone\n"
+        "1,ana.costa@example.org,Ana,Costa,\n"  # by id: new e-mail and last name
+        ",BEN@example.org,Benjamin,Okafor,+1 555 0202\n"  # by e-mail, any case
+        ",chloe@example.org,Chloe,Nguyen,\n"  # the same values
+        ",new@example.org,Nora,Lind,\n"  # nobody: added
+    )
+    (tmp_path / "roster.csv").write_text(rows)
+    dry = cli("import", str(tmp_path / "roster.csv"), "--update", "--dry-run", "-f", "json")
+    assert dry.exit_code == 0, dry.stderr
+    assert [(r["id"], r["outcome"], r["note"]) for r in records(dry.stdout)] == [
+        (1, "planned", "updated: email, last_name"),
+        (2, "planned", "updated: email, first_name, phone"),  # the case of the e-mail too
+        (3, "unchanged", "unchanged"),
+        (None, "planned", "added"),
+    ]
+    before = snapshot(engine)
+    assert cli("import", str(tmp_path / "roster.csv"), "--update", "--dry-run").exit_code == 0
+    assert snapshot(engine) == before
+    done = cli("import", str(tmp_path / "roster.csv"), "--update", "--yes", "-f", "json")
+    assert done.exit_code == 0, done.stderr
+    assert [r["id"] for r in records(done.stdout)] == [1, 2, 3, 6]
+    assert client_row(engine, 1)[:5] == (
+        "ana.costa@example.org", "ana.costa@example.org", "Ana", "Costa", "+1 555 0101",
+    )  # fmt: skip
+    assert client_row(engine, 2)[2:5] == ("Benjamin", "Okafor", "+1 555 0202")
+    assert [e[0] for e in events(engine, "edit")] == [1, 2]
+
+
+def test_import_update_is_all_or_nothing(
+    cli: Run, practice: Any, engine: Engine, tmp_path: Path
+) -> None:
+    # The second row would give client 2 the e-mail client 3 still has.
+    rows = "id,email,first_name,last_name\n1,ana2@example.org,Ana,S\n2,chloe@example.org,Ben,O\n"
+    (tmp_path / "roster.csv").write_text(rows)
+    before = snapshot(engine)
+    result = cli("import", str(tmp_path / "roster.csv"), "--update", "--yes")
+    assert result.exit_code == 3
+    assert "already belongs to client 3" in result.stderr
+    assert snapshot(engine) == before
