@@ -142,7 +142,7 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def engine(db_target: str):  # type: ignore[no-untyped-def]
+def engine(db_target: str):
     """An engine on `db_target`, whose schema is at the newest migration."""
     from pbclients.db import make_engine
 
@@ -155,13 +155,13 @@ Runner = Callable[..., "object"]
 
 
 @pytest.fixture
-def cli(db_target: str, engine) -> Callable[..., object]:  # type: ignore[no-untyped-def]
+def cli(db_target: str, engine) -> Callable[..., object]:
     """Run `pbclients --db <db_target> ARGS...` in-process; returns click's Result."""
     from pbclients.cli.app import app
 
     runner = CliRunner()
 
-    def run(*args: str, input: str | bytes | None = None, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    def run(*args: str, input: str | bytes | None = None, env: dict[str, str] | None = None):
         return runner.invoke(
             app, ["--db", db_target, *args], input=input, env=env, catch_exceptions=False
         )
@@ -170,7 +170,7 @@ def cli(db_target: str, engine) -> Callable[..., object]:  # type: ignore[no-unt
 
 
 @pytest.fixture
-def practice(engine):  # type: ignore[no-untyped-def]
+def practice(engine):
     """A small practice: five clients (ids 1-5), two programs, upcoming telehealth for client 1."""
     from tests.factory import build_small_practice
 

@@ -25,14 +25,14 @@ def pinned_clock(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def trail(cli, practice):  # type: ignore[no-untyped-def]
+def trail(cli, practice):
     """Ten events: 1-5 add, 6-7 deactivate, 8 activate, 9-10 deactivate."""
     assert cli("deactivate", "1", "2", "--yes", "--reason", "ended").exit_code == 0
     assert cli("activate", "2", "--yes").exit_code == 0
     assert cli("deactivate", "3", "4", "--yes").exit_code == 0
 
 
-def verify(cli):  # type: ignore[no-untyped-def]
+def verify(cli):
     run = cli("audit", "verify")
     return run.exit_code, run.stdout, run.stderr
 
@@ -41,7 +41,7 @@ def broken(event_id: int, problem: str) -> tuple[int, str, str]:
     return 1, "", f"Audit trail broken at event {event_id}: {problem}.\n"
 
 
-def row(engine, event_id: int) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def row(engine, event_id: int) -> dict[str, Any]:
     with reading(engine) as session:
         found = session.execute(
             text(f"SELECT {', '.join(COLUMNS)} FROM audit_event WHERE id = :id"), {"id": event_id}
@@ -49,7 +49,7 @@ def row(engine, event_id: int) -> dict[str, Any]:  # type: ignore[no-untyped-def
     return dict(zip(COLUMNS, found, strict=True))
 
 
-def overwrite(engine, event_id: int, values: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+def overwrite(engine, event_id: int, values: dict[str, Any]) -> None:
     assignments = ", ".join(f'"{name}" = :{name}' for name in values)
     sql(
         engine,

@@ -20,7 +20,7 @@ from pbclients.cli.app import app
 from tests.helpers import subprocess_env
 
 
-def _run(*args: str):  # type: ignore[no-untyped-def]
+def _run(*args: str):
     return CliRunner().invoke(app, list(args))
 
 

@@ -49,7 +49,7 @@ def pinned_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PBCLIENTS_NOW", NOW_TEXT)
 
 
-def result(reference, client_id, email, before, after, outcome, batch, note=None):  # type: ignore[no-untyped-def]
+def result(reference, client_id, email, before, after, outcome, batch, note=None):
     return {
         "reference": reference,
         "id": client_id,
@@ -519,9 +519,9 @@ BIG = 3_000
 
 
 @pytest.fixture
-def big_practice(engine, tmp_path):  # type: ignore[no-untyped-def]
+def big_practice(engine, tmp_path):
     """A few thousand clients, and a file naming every one of them."""
-    from pbclients.lifecycle import Change
+    from pbclients.operation import Change
     from pbclients.roster import NewClient, add_clients
     from tests.factory import NOW
 

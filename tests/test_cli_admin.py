@@ -101,7 +101,7 @@ def test_plan_set_limit_must_be_a_number_or_none(cli, practice, engine, value):
 
 
 @pytest.fixture
-def history(cli, practice, monkeypatch):  # type: ignore[no-untyped-def]
+def history(cli, practice, monkeypatch):
     """Events 1-5: add (setup); 6-7: deactivate 1, 2 on 11-20; 8: activate 1 on 11-26."""
     monkeypatch.setenv("PBCLIENTS_NOW", "2026-11-20T10:00:00Z")
     first = cli("deactivate", "1", "ben@example.org", "--yes", "--reason", "ended", "-f", "json")
@@ -112,7 +112,7 @@ def history(cli, practice, monkeypatch):  # type: ignore[no-untyped-def]
     return records(first.stdout)[0]["batch"], records(second.stdout)[0]["batch"]
 
 
-def event(event_id, at, actor, action, client, before, after, batch, reason=None):  # type: ignore[no-untyped-def]
+def event(event_id, at, actor, action, client, before, after, batch, reason=None):
     return {
         "id": event_id,
         "at": at,
@@ -134,7 +134,7 @@ def test_audit_json_filters(cli, history):
     deact2 = event(7, "2026-11-20T10:00:00Z", "tester", "deactivate", 2, *off)
     act1 = event(8, NOW_TEXT, "alice", "activate", 1, "deactivated", "active", back)
 
-    def audit(*args: str):  # type: ignore[no-untyped-def]
+    def audit(*args: str):
         run = cli("audit", *args, "--format", "json")
         assert run.exit_code == 0, run.stderr
         return records(run.stdout)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
+from sqlmodel import col
 from typer.testing import CliRunner
 
 from pbclients import models
@@ -49,7 +50,7 @@ def other_engine(
             drop_postgres_database(cleanup, target)
 
 
-def run(db: str, *args: str):  # type: ignore[no-untyped-def]
+def run(db: str, *args: str):
     return CliRunner().invoke(app, ["--db", db, *args], catch_exceptions=False)
 
 
@@ -66,9 +67,9 @@ def client_records(engine: Engine, client_id: int) -> dict[str, Any]:
             ).mappings()
             found[kind] = [dict(row) for row in rows]
         enrolled = session.execute(
-            select(models.Program.name)
-            .join(models.Enrolment, models.Enrolment.program_id == models.Program.id)
-            .where(models.Enrolment.client_id == client_id)
+            select(col(models.Program.name))
+            .join(models.Enrolment, col(models.Enrolment.program_id) == models.Program.id)
+            .where(col(models.Enrolment.client_id) == client_id)
         ).scalars()
         found["program_names"] = sorted(enrolled)
     return found
@@ -77,7 +78,7 @@ def client_records(engine: Engine, client_id: int) -> dict[str, Any]:
 @pytest.mark.parametrize("client_id", [1, 2])
 def test_a_backup_restores_on_the_other_engine_with_every_record(
     cli, practice, engine, other_engine, tmp_path, client_id
-):  # type: ignore[no-untyped-def]
+):
     other_target, other = other_engine
     original = client_records(engine, client_id)
     exported = cli("export", str(client_id), "--backup-dir", str(tmp_path / "b"), "-f", "json")

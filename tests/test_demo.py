@@ -11,7 +11,7 @@ from pbclients.cli.app import app
 
 def test_demo_ignores_pbclients_db_and_writes_its_own_file(
     tmp_path: Path, isolated_home: Path, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     practice_db = tmp_path / "practice.db"
     monkeypatch.setenv("PBCLIENTS_DB", str(practice_db))
 
@@ -24,7 +24,7 @@ def test_demo_ignores_pbclients_db_and_writes_its_own_file(
     assert f"Demo practice ready: {demo_file}" in result.stdout
 
 
-def test_explicit_db_option_still_names_the_demo_target(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_explicit_db_option_still_names_the_demo_target(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("PBCLIENTS_DB", str(tmp_path / "practice.db"))
     target = tmp_path / "try.db"
 

@@ -26,7 +26,7 @@ def _commands() -> list[tuple[str, object]]:
 
 
 @pytest.mark.parametrize(("name", "command"), _commands(), ids=[n for n, _ in _commands()])
-def test_every_command_has_help_with_an_example(name: str, command) -> None:  # type: ignore[no-untyped-def]
+def test_every_command_has_help_with_an_example(name: str, command) -> None:
     assert command.help, f"{name} has no help text"
     assert "Example:" in command.help, f"{name}'s help has no Example: block"
     example = command.help.split("Example:", 1)[1]

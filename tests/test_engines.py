@@ -10,11 +10,13 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import cast
 
 import pytest
 
 from pbclients import audit
 from pbclients.db import reading, writing
+from pbclients.operation import Action
 from tests.factory import NOW
 from tests.helpers import snapshot
 
@@ -22,6 +24,10 @@ BUSY = (
     "Error: The database is busy (another pbclients run or the portal holds it); "
     "nothing was changed, try again in a moment.\n"
 )
+
+# Deliberately not one of `Action`'s values: the audit trail stores any action text.
+NOTE = cast(Action, "note")
+
 NO_DRIVER = (
     "Error: PostgreSQL needs the driver: install it with pip install 'pbclients[postgres]'.\n"
 )
@@ -65,17 +71,17 @@ def held_write_lock(db_target: str) -> Iterator[None]:
         return
     import psycopg
 
-    with psycopg.connect(db_target) as other:
-        other.execute("SELECT id FROM client WHERE id = 1 FOR UPDATE")
+    with psycopg.connect(db_target) as pg:
+        pg.execute("SELECT id FROM client WHERE id = 1 FOR UPDATE")
         try:
             yield
         finally:
-            other.rollback()
+            pg.rollback()
 
 
 def test_a_writer_blocked_past_the_lock_timeout_exits_5_and_changes_nothing(
     cli, practice, engine, db_target, monkeypatch
-):  # type: ignore[no-untyped-def]
+):
     monkeypatch.setenv("PBCLIENTS_LOCK_TIMEOUT", "0.3")
     before = snapshot(engine)
     with held_write_lock(db_target):
@@ -86,7 +92,7 @@ def test_a_writer_blocked_past_the_lock_timeout_exits_5_and_changes_nothing(
     assert cli("deactivate", "1", "--yes").exit_code == 0
 
 
-def test_concurrent_writers_keep_one_unbroken_audit_chain(cli, engine) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_writers_keep_one_unbroken_audit_chain(cli, engine) -> None:
     writers, appends = 3, 12
     start = threading.Barrier(writers)
     failures: list[BaseException] = []
@@ -98,7 +104,7 @@ def test_concurrent_writers_keep_one_unbroken_audit_chain(cli, engine) -> None: 
                 with writing(engine) as session:
                     audit.append(
                         session,
-                        [audit.NewEvent("note", writer, None, None, {"n": n}) for _ in range(2)],
+                        [audit.NewEvent(NOTE, writer, None, None, {"n": n}) for _ in range(2)],
                         batch_id=audit.new_batch_id(),
                         actor=f"writer-{writer}",
                         reason=None,

@@ -896,7 +896,8 @@ def test_a_patient_without_an_email_is_reported_by_its_line() -> None:
     ).encode()  # fmt: skip
     with pytest.raises(BadInput) as caught:
         read_patients(data, source="in.ndjson")
-    assert caught.value.exit_code == ExitCode.BAD_INPUT == 3
+    assert caught.value.exit_code == ExitCode.BAD_INPUT
+    assert ExitCode.BAD_INPUT.value == 3
     assert str(caught.value) == (
         'Line 3 of in.ndjson has no e-mail address (a telecom with system "email"), which '
         "every client needs; add one, or leave that Patient out. Nothing was changed."

@@ -69,7 +69,7 @@ def test_plan_seats_and_default_listing(status: Status, counts: bool, listed: bo
 
 
 @pytest.mark.parametrize("status", list(Status))
-def test_show_json_reports_the_policy(cli, practice, engine, status):  # type: ignore[no-untyped-def]
+def test_show_json_reports_the_policy(cli, practice, engine, status):
     from tests.helpers import sql
 
     sql(engine, "UPDATE client SET status = :status WHERE id = 3", status=status.value)

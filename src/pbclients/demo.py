@@ -28,6 +28,7 @@ from pbclients.models import (
     Protocol,
     SessionNote,
 )
+from pbclients.operation import Action
 from pbclients.paths import is_url, shown
 from pbclients.policy import Status
 from pbclients.schema import Kind, init_schema, inspect_target, not_a_practice
@@ -170,7 +171,7 @@ def _populate(engine: Engine, *, clients: int, seed: int, actor: str) -> DemoSum
         audit.append(
             session,
             [
-                audit.NewEvent("add", int(row["id"]), None, Status.ACTIVE.value)
+                audit.NewEvent(Action.ADD, int(row["id"]), None, Status.ACTIVE.value)
                 for row in client_rows
             ],
             batch_id=audit.new_batch_id(),
@@ -181,7 +182,9 @@ def _populate(engine: Engine, *, clients: int, seed: int, actor: str) -> DemoSum
         audit.append(
             session,
             [
-                audit.NewEvent("deactivate", cid, Status.ACTIVE.value, Status.DEACTIVATED.value)
+                audit.NewEvent(
+                    Action.DEACTIVATE, cid, Status.ACTIVE.value, Status.DEACTIVATED.value
+                )
                 for cid in deactivated
             ],
             batch_id=audit.new_batch_id(),

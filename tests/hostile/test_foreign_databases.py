@@ -130,7 +130,7 @@ def folder(path: Path) -> list[str]:
     return sorted(os.listdir(path))
 
 
-def invoke(db: Path | str, args: list[str], tmp_path: Path):  # type: ignore[no-untyped-def]
+def invoke(db: Path | str, args: list[str], tmp_path: Path):
     csv = tmp_path / "in" / "clients.csv"
     csv.parent.mkdir(exist_ok=True)
     csv.write_text("email,first_name,last_name\nz@example.org,Z,Y\n")
@@ -267,7 +267,7 @@ def test_a_practice_is_read_read_only_until_it_passes_the_check(
 @pytest.mark.parametrize("case", list(FOREIGN))
 def test_db_copy_into_a_foreign_file_is_refused_and_writes_nothing(
     case: str, cli, practice, foreign_dir: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     target = foreign_dir / "other.db"
     FOREIGN[case](target)
     before, files = digest(target), folder(foreign_dir)
@@ -281,7 +281,7 @@ def test_db_copy_into_a_foreign_file_is_refused_and_writes_nothing(
         assert folder(foreign_dir) == files
 
 
-def test_db_copy_into_an_empty_file_works(cli, practice, foreign_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_db_copy_into_an_empty_file_works(cli, practice, foreign_dir: Path) -> None:
     target = foreign_dir / "new.db"
     _empty_file(target)
     result = cli("db", "copy", "--to", str(target), "--yes", "--format", "json")

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, insert, text
+from sqlmodel import col
 
 from pbclients.cli.render import csv_cell, literal, message, visible
 from pbclients.db import writing
@@ -53,7 +54,7 @@ def plant(engine: Engine, strings: dict[str, str]) -> dict[str, int]:
         for n, (key, value) in enumerate(strings.items(), start=1):
             email = f"client{n}@example.org"
             client_id = session.execute(
-                insert(Client).returning(Client.id),
+                insert(Client).returning(col(Client.id)),
                 {
                     "email": email,
                     "email_key": email,
@@ -64,7 +65,7 @@ def plant(engine: Engine, strings: dict[str, str]) -> dict[str, int]:
                 },
             ).scalar_one()
             program_id = session.execute(
-                insert(Program).returning(Program.id), {"name": f"{value} #{n}"}
+                insert(Program).returning(col(Program.id)), {"name": f"{value} #{n}"}
             ).scalar_one()
             session.execute(
                 insert(Enrolment),
@@ -82,7 +83,7 @@ def plant(engine: Engine, strings: dict[str, str]) -> dict[str, int]:
             ids[key] = client_id
         for key, email in HOSTILE_EMAILS.items():
             ids[f"email-{key}"] = session.execute(
-                insert(Client).returning(Client.id),
+                insert(Client).returning(col(Client.id)),
                 {
                     "email": email,
                     "email_key": email.casefold(),
@@ -377,9 +378,9 @@ def test_own_csv_selects_the_same_clients(cli: Run, engine: Engine, tmp_path: Pa
 
     # By e-mail: the neutralised e-mail cells must resolve to the same clients.
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["email"])
-    writer.writerows([[r["email"]] for r in rows])
+    email_writer = csv.writer(out, lineterminator="\n")
+    email_writer.writerow(["email"])
+    email_writer.writerows([[r["email"]] for r in rows])
     by_email = write(tmp_path / "by-email.csv", out.getvalue())
     result = ok(cli("activate", "--csv", by_email, "--format", "json", "--yes"))
     assert sorted(r["id"] for r in for_scripts(result.stdout)) == chosen

@@ -173,7 +173,10 @@ def side_rows(count: int, seed: int = 1) -> dict[str, list[tuple[Any, ...]]]:
     """A few programs and records so consequences() has something to count (~15% of clients)."""
     rng = random.Random(seed)
     later = NOW + timedelta(days=3)
-    enrolments, appointments, methods, plans = [], [], [], []
+    enrolments: list[tuple[Any, ...]] = []
+    appointments: list[tuple[Any, ...]] = []
+    methods: list[tuple[Any, ...]] = []
+    plans: list[tuple[Any, ...]] = []
     for client_id in range(1, count + 1):
         roll = rng.random()
         if roll < 0.10:

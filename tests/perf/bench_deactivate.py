@@ -155,8 +155,11 @@ def counts(db: str, engine: str) -> tuple[int, int]:
             con.close()
     import psycopg
 
-    with psycopg.connect(db) as con:
-        return con.execute(query).fetchone()  # type: ignore[return-value]
+    with psycopg.connect(db) as pg:
+        row = pg.execute(query).fetchone()
+        assert row is not None  # counts always return one row
+        deactivated, events = row
+        return deactivated, events
 
 
 def main() -> None:

@@ -301,8 +301,8 @@ def counts(db: str, engine: str) -> tuple[int, ...]:
             con.close()
     import psycopg
 
-    with psycopg.connect(db) as con:
-        return tuple(con.execute(query).fetchone() or ())
+    with psycopg.connect(db) as pg:
+        return tuple(pg.execute(query).fetchone() or ())
 
 
 def main() -> None:

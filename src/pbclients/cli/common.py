@@ -21,7 +21,7 @@ from pbclients.errors import Declined, ExitCode, PbClientsError, UsageError
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from pbclients.lifecycle import Change
+    from pbclients.operation import Change
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class AppState:
             return f"uid:{os.getuid()}"
 
     def change(self, reason: str | None) -> Change:
-        from pbclients.lifecycle import Change
+        from pbclients.operation import Change
 
         return Change(actor=self.actor, reason=reason)
 

@@ -18,6 +18,7 @@ Create Date: 2026-11-26
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -28,19 +29,19 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def _id() -> sa.Column:
+def _id() -> sa.Column[int]:
     return sa.Column("id", sa.Integer(), primary_key=True, nullable=False)
 
 
-def _client_id() -> sa.Column:
+def _client_id() -> sa.Column[int]:
     return sa.Column("client_id", sa.Integer(), sa.ForeignKey("client.id"), nullable=False)
 
 
-def _when(name: str, *, nullable: bool = False) -> sa.Column:
+def _when(name: str, *, nullable: bool = False) -> sa.Column[datetime]:
     return sa.Column(name, sa.DateTime(), nullable=nullable)
 
 
-def _text(name: str, *, nullable: bool = False) -> sa.Column:
+def _text(name: str, *, nullable: bool = False) -> sa.Column[str]:
     return sa.Column(name, sa.String(), nullable=nullable)
 
 
