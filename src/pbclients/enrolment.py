@@ -27,7 +27,7 @@ from pbclients.models import Client, Enrolment, Program, UndoRecord
 from pbclients.operation import Action, Batch, Change, Plan, ProgressCallback, carried_out
 from pbclients.policy import Status
 from pbclients.results import ChangeResult, Outcome
-from pbclients.selection import Resolved, Selection, find_program, resolve
+from pbclients.selection import Resolved, Selected, Selection, find_program, resolve
 
 NOT_ENROLLED = "not enrolled"
 ENROLLED = "enrolled"
@@ -45,42 +45,36 @@ def preview_enrol(engine: Engine, selection: Selection, program: str) -> Plan[En
     """Who would be enrolled in `program` (created on first use); reads only."""
     with reading(engine) as session:
         program_id = _program_id(session, program)
-        resolved = resolve(session, selection)
-        enrolled = _enrolled(session, resolved, program_id)
-        results = []
-        for client in resolved.clients:
-            _refuse_deleted(client.status, client.client_id, client.reference, "enrolled")
-            state = PAUSED if client.status is Status.DEACTIVATED else ENROLLED
-            already = client.client_id in enrolled
-            results.append(
-                ChangeResult(client.reference, client.client_id, client.email,
-                             state if already else NOT_ENROLLED, state,
-                             Outcome.UNCHANGED if already else Outcome.PLANNED)
-            )  # fmt: skip
-        results += _skipped(resolved)
-        return Plan(Action.ENROL, results, EnrolmentDetail(program.strip(), program_id))
+        results = _decide(session, selection, program_id, enrolling=True)
+    return Plan(Action.ENROL, results, EnrolmentDetail(program.strip(), program_id))
 
 
 def preview_unenrol(engine: Engine, selection: Selection, program: str) -> Plan[EnrolmentDetail]:
     """Who would leave `program`; reads only. An unknown program is bad input (exit 3)."""
     with reading(engine) as session:
         program_id = find_program(session, program)
-        resolved = resolve(session, selection)
-        enrolled = _enrolled(session, resolved, program_id)
-        results = []
-        for client in resolved.clients:
-            _refuse_deleted(client.status, client.client_id, client.reference, "unenrolled")
-            there = client.client_id in enrolled
-            before = (
-                (PAUSED if client.status is Status.DEACTIVATED else ENROLLED) if there else None
-            )
-            results.append(
-                ChangeResult(client.reference, client.client_id, client.email,
-                             before or NOT_ENROLLED, NOT_ENROLLED,
-                             Outcome.PLANNED if there else Outcome.UNCHANGED)
-            )  # fmt: skip
-        results += _skipped(resolved)
-        return Plan(Action.UNENROL, results, EnrolmentDetail(program.strip(), program_id))
+        results = _decide(session, selection, program_id, enrolling=False)
+    return Plan(Action.UNENROL, results, EnrolmentDetail(program.strip(), program_id))
+
+
+def _decide(
+    session: Session, selection: Selection, program_id: int | None, *, enrolling: bool
+) -> list[ChangeResult]:
+    """Each selected client's enrolment now and after; planned where it changes."""
+    resolved = resolve(session, selection)
+    enrolled = _enrolled(session, resolved, program_id)
+    results = []
+    for client in resolved.clients:
+        _refuse_deleted(client, "enrolled" if enrolling else "unenrolled")
+        # A deactivated client's programs are paused, a new enrolment too.
+        state = PAUSED if client.status is Status.DEACTIVATED else ENROLLED
+        now = state if client.client_id in enrolled else NOT_ENROLLED
+        after = state if enrolling else NOT_ENROLLED
+        outcome = Outcome.UNCHANGED if now == after else Outcome.PLANNED
+        results.append(
+            ChangeResult(client.reference, client.client_id, client.email, now, after, outcome)
+        )
+    return results + _skipped(resolved)
 
 
 def apply(
@@ -233,12 +227,12 @@ def _moment(text: str | None) -> datetime | None:
     )
 
 
-def _refuse_deleted(status: Status, client_id: int, reference: str, verb: str) -> None:
-    if status is Status.DELETED:
+def _refuse_deleted(client: Selected, verb: str) -> None:
+    if client.status is Status.DELETED:
         raise TransitionNotAllowed(
-            f"Client {client_id} ('{reference}') is deleted and cannot be {verb}; nothing was "
-            "changed. Bring it back with `pbclients undo BATCH` or `pbclients restore BACKUP` "
-            "first."
+            f"Client {client.client_id} ('{client.reference}') is deleted and cannot be "
+            f"{verb}; nothing was changed. Bring it back with `pbclients undo BATCH` or "
+            "`pbclients restore BACKUP` first."
         )
 
 
