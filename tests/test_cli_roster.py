@@ -30,6 +30,7 @@ from tests.helpers import (
 LIST_KEYS = [
     "id", "email", "first_name", "last_name", "status", "programs",
     "created_at", "deactivated_at", "deleted_at", "purge_after", "days_until_purge",
+    "last_activity",
 ]  # fmt: skip
 CONTRACT_KEYS = {
     "id", "email", "first_name", "last_name", "status", "programs",
@@ -62,10 +63,15 @@ def listed(client_id, email, first, last, status="active", programs=(), **times)
         "deleted_at": times.get("deleted_at"),
         "purge_after": times.get("purge_after"),
         "days_until_purge": times.get("days_until_purge"),
+        # Nothing since joining but for Ana, whose latest record is a message a day ago.
+        "last_activity": times.get("last_activity", times.get("created_at", SETUP)),
     }
 
 
-ANA = listed(1, "ana@example.org", "Ana", "Silva", programs=["Spring Reset"])
+ANA = listed(
+    1, "ana@example.org", "Ana", "Silva", programs=["Spring Reset"],
+    last_activity="2026-11-25T09:00:00Z",
+)  # fmt: skip
 BEN = listed(2, "ben@example.org", "Ben", "Okafor", programs=["Spring Reset"])
 CHLOE = listed(3, "chloe@example.org", "Chloe", "Nguyen", programs=["Sleep Foundations"])
 DEV = listed(4, "dev@example.org", "Dev", "Schmidt")
@@ -496,15 +502,16 @@ def test_list_csv_has_the_same_fields_as_columns(cli, mixed):
     rows = list(csv.reader(io.StringIO(run.stdout)))
     assert rows[0] == LIST_KEYS
     assert rows[1:] == [
-        ["1", "ana@example.org", "Ana", "Silva", "active", "Spring Reset", SETUP, "", "", "", ""],
+        ["1", "ana@example.org", "Ana", "Silva", "active", "Spring Reset", SETUP, "", "", "", "",
+         "2026-11-25T09:00:00Z"],
         ["2", "ben@example.org", "Ben", "Okafor", "deactivated", "Spring Reset", SETUP,
-         "2026-11-20T10:00:00Z", "", "", ""],
+         "2026-11-20T10:00:00Z", "", "", "", SETUP],
         ["3", "chloe@example.org", "Chloe", "Nguyen", "active", "Sleep Foundations", SETUP,
-         "", "", "", ""],
+         "", "", "", "", SETUP],
         ["4", "dev@example.org", "Dev", "Schmidt", "deleted", "", SETUP, "",
-         "2026-11-16T09:00:00Z", "2026-12-16T09:00:00Z", "20"],
+         "2026-11-16T09:00:00Z", "2026-12-16T09:00:00Z", "20", SETUP],
         ["5", "elif@example.org", "Elif", "Haddad", "active", "Sleep Foundations", SETUP,
-         "", "", "", ""],
+         "", "", "", "", SETUP],
     ]  # fmt: skip
 
 

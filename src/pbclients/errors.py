@@ -15,6 +15,7 @@ class ExitCode(IntEnum):
     BACKUP_FAILED = 4  # a backup could not be written or verified: nothing deleted
     BUSY = 5  # the database is busy: nothing changed, try later
     PLAN_LIMIT = 6  # plan limit reached: nothing added
+    TOO_MANY_CHANGES = 7  # the change is larger than --max-changes (or the policy's cap)
 
 
 class PbClientsError(Exception):
@@ -53,3 +54,9 @@ class DatabaseBusy(PbClientsError):
 
 class PlanLimitReached(PbClientsError):
     exit_code = ExitCode.PLAN_LIMIT
+
+
+class ChangeLimitExceeded(PbClientsError):
+    """The run would change more clients than --max-changes allows: nothing changed."""
+
+    exit_code = ExitCode.TOO_MANY_CHANGES

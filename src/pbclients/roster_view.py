@@ -15,12 +15,13 @@ from sqlalchemy import Engine, false, func, or_
 from sqlmodel import Session, col, select
 
 from pbclients import policy
+from pbclients.activity import inactive_since, last_activity
 from pbclients.clock import iso
 from pbclients.db import reading
 from pbclients.errors import UnknownClient
 from pbclients.models import RECORD_MODELS, Appointment, Client, Enrolment, Program
 from pbclients.policy import Status
-from pbclients.selection import can_match, find_program, parse_client_id, shorten
+from pbclients.selection import Inactivity, can_match, find_program, parse_client_id, shorten
 
 PAGE = 2_000
 
@@ -33,6 +34,8 @@ class ClientFilter:
     search: str | None = None
     program: str | None = None
     limit: int | None = None
+    # --inactive-for: only clients inactive since the cutoff (an upcoming appointment exempts).
+    inactive: Inactivity | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class ClientSummary:
     deactivated_at: datetime | None
     deleted_at: datetime | None
     purge_after: datetime | None
+    # Filled in when asked for (`show`, `list --format json|csv`), a page at a time.
+    last_activity: datetime | None = None
 
     def days_until_purge(self, now: datetime) -> int | None:
         if self.purge_after is None:
@@ -66,6 +71,7 @@ class ClientSummary:
             "deleted_at": iso(self.deleted_at),
             "purge_after": iso(self.purge_after),
             "days_until_purge": self.days_until_purge(now),
+            "last_activity": iso(self.last_activity),
         }
 
 
@@ -129,8 +135,13 @@ class ClientDetail:
         }
 
 
-def iter_clients(engine: Engine, where: ClientFilter) -> Generator[ClientSummary, None, None]:
+def iter_clients(
+    engine: Engine, where: ClientFilter, activity_at: datetime | None = None
+) -> Generator[ClientSummary, None, None]:
     """Stream matching clients by id, a page at a time, so a million-row roster fits in memory.
+
+    With `activity_at`, each client's last activity as of then is filled in: one query
+    per page for the whole page, never one per client.
 
     The read stays open while the caller iterates and ends with the iteration; a caller
     that may stop early (output to a closed pipe) wraps it in `contextlib.closing` so the
@@ -147,9 +158,12 @@ def iter_clients(engine: Engine, where: ClientFilter) -> Generator[ClientSummary
             ).all()
             if not page:
                 return
-            programs = _program_names(session, [int(client.id or 0) for client in page])
+            ids = [int(client.id or 0) for client in page]
+            programs = _program_names(session, ids)
+            latest = {} if activity_at is None else last_activity(session, ids, activity_at)
             for client in page:
-                yield _summary(client, programs.get(int(client.id or 0), []))
+                client_id = int(client.id or 0)
+                yield _summary(client, programs.get(client_id, []), latest.get(client_id))
             last_id = int(page[-1].id or 0)
             if remaining is not None:
                 remaining -= len(page)
@@ -180,6 +194,8 @@ def _filtered(session: Session, query: Any, where: ClientFilter) -> Any:
         program_id = find_program(session, where.program)
         enrolled = select(Enrolment.client_id).where(Enrolment.program_id == program_id)
         query = query.where(col(Client.id).in_(enrolled))
+    if where.inactive is not None:
+        query = query.where(inactive_since(where.inactive.cutoff, where.inactive.now))
     return query
 
 
@@ -196,7 +212,7 @@ def _program_names(session: Session, client_ids: list[int]) -> dict[int, list[st
     return names
 
 
-def _summary(client: Client, programs: list[str]) -> ClientSummary:
+def _summary(client: Client, programs: list[str], latest: datetime | None = None) -> ClientSummary:
     return ClientSummary(
         id=int(client.id or 0),
         email=client.email,
@@ -208,6 +224,7 @@ def _summary(client: Client, programs: list[str]) -> ClientSummary:
         deactivated_at=client.deactivated_at,
         deleted_at=client.deleted_at,
         purge_after=client.purge_after,
+        last_activity=latest,
     )
 
 
@@ -281,8 +298,9 @@ def client_detail(engine: Engine, reference: str, now: datetime) -> ClientDetail
             )
             for kind, model in RECORD_MODELS.items()
         }
+        latest = last_activity(session, [client_id], now).get(client_id)
     return ClientDetail(
-        summary=_summary(client, sorted(e.program for e in enrolments)),
+        summary=_summary(client, sorted(e.program for e in enrolments), latest),
         phone=client.phone,
         capabilities=policy.capabilities(status),
         appointments=appointments,

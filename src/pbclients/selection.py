@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import Row, func
+from sqlalchemy import ColumnElement, Row, func
 from sqlmodel import Session, col, select
 
 from pbclients.csvinput import Reference
@@ -33,6 +34,14 @@ MAX_CLIENT_ID = 2**31 - 1
 
 
 @dataclass(frozen=True)
+class Inactivity:
+    """`--inactive-for`: clients with no activity after `cutoff`, as of `now`."""
+
+    cutoff: datetime
+    now: datetime
+
+
+@dataclass(frozen=True)
 class Selection:
     references: Sequence[Reference] = ()
     program: str | None = None
@@ -41,10 +50,18 @@ class Selection:
     # pipeline selects nobody ("nothing to do"), it is not a missing selection, and it
     # must never widen a selection (`delete --deactivated-before` alone means "all").
     from_input: bool = False
+    # --inactive-for: every live inactive client, or those of `program`. It selects by
+    # itself, so it narrows a program but is not combined with named clients.
+    inactive: Inactivity | None = None
 
     def is_empty(self) -> bool:
         """True when no selection option was given at all (a usage error)."""
-        return not self.references and self.program is None and not self.from_input
+        return (
+            not self.references
+            and self.program is None
+            and not self.from_input
+            and self.inactive is None
+        )
 
 
 class Selected(NamedTuple):
@@ -118,6 +135,18 @@ def resolve(session: Session, selection: Selection) -> Resolved:
             "Name the clients to change: IDs or e-mails, --csv FILE, --ids-from FILE "
             "or --program NAME."
         )
+    if selection.inactive is not None and (selection.references or selection.from_input):
+        raise UsageError(
+            "--inactive-for selects clients itself; combine it with --program, "
+            "not with client IDs, e-mails, --csv or --ids-from."
+        )
+    if selection.inactive is not None and selection.program is None:
+        return Resolved(
+            [
+                Selected(str(row.id), row.id, row.email, _status(row.status))
+                for row in _rows_inactive(session, selection.inactive)
+            ]
+        )
     # Keyed by int for IDs and by casefolded text for e-mails, so the two never collide.
     unique: dict[int | str, Reference] = {}
     for reference in selection.references:
@@ -139,7 +168,7 @@ def resolve(session: Session, selection: Selection) -> Resolved:
                 Selected(reference.text, row.id, row.email, _status(row.status))
             )
     if selection.program is not None:
-        for row in _rows_in_program(session, selection.program):
+        for row in _rows_in_program(session, selection.program, selection.inactive):
             if row.id not in seen_ids:
                 seen_ids.add(row.id)
                 resolved.clients.append(
@@ -204,8 +233,22 @@ def _rows_by_email(session: Session, keys: list[str]) -> dict[str, _Row]:
     return found
 
 
-def _rows_in_program(session: Session, name: str) -> list[_Row]:
+def _rows_in_program(session: Session, name: str, inactive: Inactivity | None) -> list[_Row]:
     program_id = find_program(session, name)
+    if inactive is not None:
+        # IN, not a join: the inactivity test has a NOT EXISTS on enrolment of its own,
+        # which a joined enrolment would swallow by correlation.
+        enrolled = select(Enrolment.client_id).where(Enrolment.program_id == program_id)
+        query = (
+            select(*_COLUMNS)
+            .where(
+                col(Client.id).in_(enrolled),
+                Client.status != Status.DELETED,
+                _inactive_clause(inactive),
+            )
+            .order_by(col(Client.id))
+        )
+        return list(_rows(session, query))
     query = (
         select(*_COLUMNS)
         .join(Enrolment, col(Enrolment.client_id) == Client.id)
@@ -213,6 +256,23 @@ def _rows_in_program(session: Session, name: str) -> list[_Row]:
         .order_by(col(Client.id))
     )
     return list(_rows(session, query))
+
+
+def _rows_inactive(session: Session, inactive: Inactivity) -> list[_Row]:
+    """Every live client inactive since the cutoff, in one statement (see activity)."""
+    query = (
+        select(*_COLUMNS)
+        .where(Client.status != Status.DELETED, _inactive_clause(inactive))
+        .order_by(col(Client.id))
+    )
+    return list(_rows(session, query))
+
+
+def _inactive_clause(inactive: Inactivity) -> ColumnElement[bool]:
+    # Imported here: activity builds on this module's chunks() and shorten().
+    from pbclients.activity import inactive_since
+
+    return inactive_since(inactive.cutoff, inactive.now)
 
 
 def can_match(text: str) -> bool:

@@ -15,6 +15,8 @@ from pbclients.cli.options import (
     EncodingOption,
     FormatOption,
     IdsFromOption,
+    InactiveForOption,
+    MaxChangesOption,
     OutputFormat,
     ProgramOption,
     ReasonOption,
@@ -26,6 +28,7 @@ from pbclients.errors import UsageError
 from pbclients.policy import Status
 
 if TYPE_CHECKING:
+    from pbclients.limits import MaxChanges
     from pbclients.operation import Batch, NoDetail, Plan
     from pbclients.results import Consequences
     from pbclients.selection import Selection
@@ -39,10 +42,11 @@ def build_selection(
     program: str | None,
     skip_unknown: bool,
     encoding: str,
+    inactive_for: str | None = None,
 ) -> tuple[Selection, bool]:
     """The selection options as one Selection, and whether standard input was read."""
     from pbclients.csvinput import Reference, read_reference_csv, read_reference_lines
-    from pbclients.selection import Selection
+    from pbclients.selection import Inactivity, Selection
 
     if csv_file == "-" and ids_from == "-":
         raise UsageError(
@@ -50,6 +54,13 @@ def build_selection(
         )
     if column and not csv_file:
         raise UsageError("--column only applies to --csv FILE; add --csv or drop --column.")
+    inactive = None
+    if inactive_for is not None:
+        from pbclients import activity, clock
+
+        # Checked before any input is read: a bad age is a usage error (exit 2).
+        now = clock.now()
+        inactive = Inactivity(activity.inactive_cutoff(inactive_for, now), now)
     references = [Reference(text.strip(), "argument", None) for text in clients or []]
     if csv_file:
         references += read_reference_csv(
@@ -62,7 +73,10 @@ def build_selection(
     stdin_used = "-" in (csv_file, ids_from)
     # An input that held no reference selects nobody (exit 0), unlike no option at all.
     from_input = bool(csv_file or ids_from)
-    return Selection(references, program, skip_unknown, from_input=from_input), stdin_used
+    selection = Selection(
+        references, program, skip_unknown, from_input=from_input, inactive=inactive
+    )
+    return selection, stdin_used
 
 
 def consequence_lines(consequences: Consequences | None, target: Status) -> list[str]:
@@ -109,13 +123,15 @@ def _change_status(
     dry_run: bool,
     reason: str | None,
     output: OutputFormat,
+    max_changes: MaxChanges | None,
+    inactive_for: str | None = None,
 ) -> None:
     with reporting(ctx) as app:
         from pbclients import lifecycle
         from pbclients.cli.run import Wording, carry_out
 
         selection, stdin_used = build_selection(
-            clients, csv_file, column, ids_from, program, skip_unknown, encoding
+            clients, csv_file, column, ids_from, program, skip_unknown, encoding, inactive_for
         )
         engine = app.engine()
         verb = "activate" if target is Status.ACTIVE else "deactivate"
@@ -131,6 +147,7 @@ def _change_status(
         carry_out(
             app, engine, plan, lifecycle.apply, wording,
             output=output, yes=yes, dry_run=dry_run, reason=reason, stdin_used=stdin_used,
+            max_changes=max_changes,
         )  # fmt: skip
 
 
@@ -172,12 +189,14 @@ def deactivate(
     column: ColumnOption = None,
     ids_from: IdsFromOption = None,
     program: ProgramOption = None,
+    inactive_for: InactiveForOption = None,
     skip_unknown: SkipUnknownOption = False,
     encoding: EncodingOption = "utf-8",
     yes: YesOption = False,
     dry_run: DryRunOption = False,
     reason: ReasonOption = None,
     output: FormatOption = OutputFormat.TABLE,
+    max_changes: MaxChangesOption = None,
 ) -> None:
     """Pause portal access for clients; their records stay intact and editable.
 
@@ -189,11 +208,13 @@ def deactivate(
         pbclients deactivate 12 ana@example.org --reason "program ended"
         pbclients deactivate --csv ended.csv --dry-run
         pbclients list --program Reset --format ids | pbclients deactivate --ids-from - --yes
+        pbclients deactivate --inactive-for 180d --max-changes 50 --dry-run
     """
     _change_status(
         ctx, Status.DEACTIVATED, clients=clients, csv_file=csv_file, column=column,
         ids_from=ids_from, program=program, skip_unknown=skip_unknown, encoding=encoding,
-        yes=yes, dry_run=dry_run, reason=reason, output=output,
+        yes=yes, dry_run=dry_run, reason=reason, output=output, max_changes=max_changes,
+        inactive_for=inactive_for,
     )  # fmt: skip
 
 
@@ -210,6 +231,7 @@ def activate(
     dry_run: DryRunOption = False,
     reason: ReasonOption = None,
     output: FormatOption = OutputFormat.TABLE,
+    max_changes: MaxChangesOption = None,
 ) -> None:
     """Resume portal access for deactivated clients, exactly as it was.
 
@@ -224,5 +246,5 @@ def activate(
     _change_status(
         ctx, Status.ACTIVE, clients=clients, csv_file=csv_file, column=column,
         ids_from=ids_from, program=program, skip_unknown=skip_unknown, encoding=encoding,
-        yes=yes, dry_run=dry_run, reason=reason, output=output,
+        yes=yes, dry_run=dry_run, reason=reason, output=output, max_changes=max_changes,
     )  # fmt: skip

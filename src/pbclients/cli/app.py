@@ -19,6 +19,11 @@ app = typer.Typer(
         "Manage a practice's client roster: who may use the client portal, who is "
         "paused (deactivated), who is deleted and when their data is purged."
     ),
+    epilog=(
+        "Exit codes: 0 done, 1 declined or unexpected error, 2 usage, 3 bad input, "
+        "4 backup failed, 5 busy, 6 plan limit, 7 more changes than --max-changes; "
+        "for 2 to 7 nothing was changed."
+    ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},

@@ -16,6 +16,7 @@ from pbclients.cli.options import (
     EncodingOption,
     FormatOption,
     IdsFromOption,
+    MaxChangesOption,
     OutputFormat,
     ReasonOption,
     SkipUnknownOption,
@@ -27,6 +28,7 @@ from pbclients.cli.render import visible
 if TYPE_CHECKING:
     from pbclients.editing import EditDetail
     from pbclients.enrolment import EnrolmentDetail
+    from pbclients.limits import MaxChanges
     from pbclients.operation import Batch, Plan
 
 EDIT_FIELDS = ["reference", "id", "email", "changed", "before", "after", "outcome", "batch"]
@@ -51,6 +53,7 @@ def edit(
     dry_run: DryRunOption = False,
     reason: ReasonOption = None,
     output: FormatOption = OutputFormat.TABLE,
+    max_changes: MaxChangesOption = None,
 ) -> None:
     """Change a client's e-mail, names or phone; active and deactivated clients alike.
 
@@ -98,7 +101,7 @@ def edit(
         )
         carry_out(
             app, engine, plan, editing.apply, wording,
-            output=output, yes=yes, dry_run=dry_run, reason=reason,
+            output=output, yes=yes, dry_run=dry_run, reason=reason, max_changes=max_changes,
         )  # fmt: skip
 
 
@@ -175,6 +178,7 @@ def enrol(
     dry_run: DryRunOption = False,
     reason: ReasonOption = None,
     output: FormatOption = OutputFormat.TABLE,
+    max_changes: MaxChangesOption = None,
 ) -> None:
     """Enrol clients in a program (created on first use); a deactivated client starts paused.
 
@@ -188,7 +192,7 @@ def enrol(
     _change_enrolment(
         ctx, program, enrolling=True, clients=clients, csv_file=csv_file, column=column,
         ids_from=ids_from, skip_unknown=skip_unknown, encoding=encoding, yes=yes,
-        dry_run=dry_run, reason=reason, output=output,
+        dry_run=dry_run, reason=reason, output=output, max_changes=max_changes,
     )  # fmt: skip
 
 
@@ -205,6 +209,7 @@ def unenrol(
     dry_run: DryRunOption = False,
     reason: ReasonOption = None,
     output: FormatOption = OutputFormat.TABLE,
+    max_changes: MaxChangesOption = None,
 ) -> None:
     """Take clients out of a program; `pbclients undo BATCH` puts them back with their progress.
 
@@ -218,7 +223,7 @@ def unenrol(
     _change_enrolment(
         ctx, program, enrolling=False, clients=clients, csv_file=csv_file, column=column,
         ids_from=ids_from, skip_unknown=skip_unknown, encoding=encoding, yes=yes,
-        dry_run=dry_run, reason=reason, output=output,
+        dry_run=dry_run, reason=reason, output=output, max_changes=max_changes,
     )  # fmt: skip
 
 
@@ -237,6 +242,7 @@ def _change_enrolment(
     dry_run: bool,
     reason: str | None,
     output: OutputFormat,
+    max_changes: MaxChanges | None,
 ) -> None:
     with reporting(ctx) as app:
         from pbclients import enrolment
@@ -258,6 +264,7 @@ def _change_enrolment(
         carry_out(
             app, engine, plan, enrolment.apply, wording,
             output=output, yes=yes, dry_run=dry_run, reason=reason, stdin_used=stdin_used,
+            max_changes=max_changes,
         )  # fmt: skip
 
 

@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from pbclients.cli.common import confirm, reporting
-from pbclients.cli.options import DryRunOption, OutputFormat, ReasonOption, YesOption
+from pbclients.cli.options import (
+    DryRunOption,
+    MaxChangesOption,
+    OutputFormat,
+    ReasonOption,
+    YesOption,
+)
 from pbclients.cli.output import plural, render_batch
 from pbclients.cli.render import visible
 
@@ -36,6 +42,7 @@ def purge(
     yes: YesOption = False,
     dry_run: DryRunOption = False,
     output: QuietFormatOption = None,
+    max_changes: MaxChangesOption = None,
 ) -> None:
     """Permanently remove every deleted client whose retention period has passed.
 
@@ -55,6 +62,7 @@ def purge(
     with reporting(ctx) as app:
         from pbclients import clock
         from pbclients import purge as purging
+        from pbclients.cli.run import check_cap, warn_cap
 
         engine = app.engine()
         if dry_run:
@@ -65,9 +73,12 @@ def purge(
                 output or OutputFormat.TABLE,
                 f"Dry run: would purge {count} permanently; nothing was written.",
             )
+            warn_cap(engine, plan.changing, max_changes)
             return
 
         def ask(plan: Plan[PurgeDetail]) -> None:
+            # Under the purge's lock, before the question: over the cap, nothing is purged.
+            check_cap(engine, plan.changing, max_changes)
             confirm(
                 f"Permanently purge {plural(plan.changing, 'client')} and all of their "
                 "records? This is irreversible: only their deletion backups can bring "
@@ -106,6 +117,7 @@ def undo(
         OutputFormat,
         typer.Option("--format", "-f", help="Output for people (table) or scripts (json, csv)."),
     ] = OutputFormat.TABLE,
+    max_changes: MaxChangesOption = None,
 ) -> None:
     """Revert one earlier activate, deactivate or delete batch from the audit trail.
 
@@ -129,7 +141,7 @@ def undo(
         )
         carry_out(
             app, engine, plan, undoing.apply, wording,
-            output=output, yes=yes, dry_run=dry_run, reason=reason,
+            output=output, yes=yes, dry_run=dry_run, reason=reason, max_changes=max_changes,
         )  # fmt: skip
 
 

@@ -10,6 +10,7 @@ import typer
 
 from pbclients import settings
 from pbclients.errors import UsageError
+from pbclients.limits import MaxChanges, parse_max_changes
 
 # `--limit N`: more than any roster holds, and well inside SQL's 64-bit LIMIT.
 MAX_ROWS = 1_000_000_000
@@ -77,6 +78,17 @@ ProgramOption = Annotated[
         rich_help_panel=SELECTION,
     ),
 ]
+InactiveForOption = Annotated[
+    str | None,
+    typer.Option(
+        "--inactive-for",
+        metavar="AGE",
+        help="Clients with no activity for this long (180d, 12w, 6m, 1y); an upcoming "
+        "appointment counts as activity. Alone, or with --program.",
+        rich_help_panel=SELECTION,
+        show_default=False,
+    ),
+]
 SkipUnknownOption = Annotated[
     bool,
     typer.Option(
@@ -106,6 +118,29 @@ ReasonOption = Annotated[
 FormatOption = Annotated[
     OutputFormat,
     typer.Option("--format", "-f", help="Output for people (table) or scripts (json, csv)."),
+]
+
+
+def _max_changes(text: str | MaxChanges) -> MaxChanges:
+    if isinstance(text, MaxChanges):  # a default, already parsed
+        return text
+    try:
+        return parse_max_changes(text)
+    except UsageError as error:
+        # Click's own usage error: exit 2 with the command's usage line.
+        raise typer.BadParameter(str(error).removeprefix("--max-changes ")) from None
+
+
+MaxChangesOption = Annotated[
+    MaxChanges | None,
+    typer.Option(
+        "--max-changes",
+        metavar="N|P%",
+        parser=_max_changes,
+        help="Change nothing and exit 7 if more than N clients (or P% of the clients "
+        "counted toward the plan) would change.",
+        show_default=False,
+    ),
 ]
 
 

@@ -2,7 +2,9 @@
 
 A command builds its request, calls the operation's `preview`, and hands the
 plan to `carry_out`, which does the rest the same way for every operation:
-a dry run renders the plan and stops; otherwise the admin confirms (the
+a dry run renders the plan and stops (saying so when it exceeds
+`--max-changes`); a plan larger than `--max-changes` stops with exit 7 before
+anything is asked or changed; otherwise the admin confirms (the
 question holds the count and the operation's consequence lines, and large
 deletions ask for the count to be typed), `apply` runs with a progress bar,
 and the batch is rendered with its summary and undo hint.
@@ -14,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
-from pbclients.cli.common import confirm
+from pbclients.cli.common import confirm, err
 from pbclients.cli.output import render_batch
 from pbclients.cli.progress import progress
 
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from pbclients.cli.common import AppState
     from pbclients.cli.options import OutputFormat
     from pbclients.cli.output import Records
+    from pbclients.limits import MaxChanges
     from pbclients.operation import Batch, Change, Plan, ProgressCallback
 
 D = TypeVar("D")
@@ -73,11 +76,16 @@ def carry_out(
     dry_run: bool,
     reason: str | None,
     stdin_used: bool = False,
+    max_changes: MaxChanges | None = None,
 ) -> Batch[D] | None:
     """Dry run, or confirm, apply and render; returns the batch when one was applied."""
     if dry_run or plan.changing == 0:
         render_batch(plan, output, wording.summary(plan, dry_run), wording.records)
+        if dry_run:
+            warn_cap(engine, plan.changing, max_changes)
         return None
+    # Before the question: a run over its cap changes nothing, so there is nothing to ask.
+    check_cap(engine, plan.changing, max_changes)
     typed = plan.changing if wording.typed and plan.changing > 1 else None
     if wording.asks:
         confirm(wording.question(plan), yes=yes, stdin_used=stdin_used, typed=typed)
@@ -85,3 +93,30 @@ def carry_out(
         batch = apply(engine, plan, app.change(reason), on_progress=on_progress)
     render_batch(batch, output, wording.summary(batch, False), wording.records)
     return batch
+
+
+def _counted(engine: Engine, max_changes: MaxChanges) -> int:
+    """The clients a percentage cap is taken of (read only when the cap is one)."""
+    if not max_changes.needs_counted:
+        return 0
+    from pbclients import plan as seats
+
+    return seats.current_usage(engine).counted
+
+
+def check_cap(engine: Engine, changing: int, max_changes: MaxChanges | None) -> None:
+    """Refuse (exit 7) a run that would change more clients than `--max-changes`."""
+    if max_changes is not None and changing:
+        max_changes.check(changing, _counted(engine, max_changes))
+
+
+def warn_cap(engine: Engine, changing: int, max_changes: MaxChanges | None) -> None:
+    """A dry run still shows the whole plan (exit 0) and says the real run would stop."""
+    if max_changes is None or not changing:
+        return
+    from pbclients.limits import exceeded_message
+
+    limit = max_changes.limit(_counted(engine, max_changes))
+    if changing > limit:
+        # stderr: --format json/csv keep stdout a document to parse.
+        err(f"Note: a real run {exceeded_message(changing, limit)} It would exit 7.")
