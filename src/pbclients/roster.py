@@ -28,6 +28,9 @@ class NewClient:
     phone: str | None = None
     program: str | None = None
     where: str = ""  # "line 4 of new.csv", for messages
+    # A client that arrives from another system paused (a FHIR Patient with active false)
+    # is added deactivated: it counts toward the plan limit all the same.
+    status: Status = Status.ACTIVE
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,8 @@ def preview(engine: Engine, new_clients: Sequence[NewClient]) -> Plan[AddDetail]
         _, missing = _known_programs(session, new_clients)
         seats = usage(session)
     results = [
-        ChangeResult(c.email, None, c.email, None, _ACTIVE, Outcome.PLANNED) for c in new_clients
+        ChangeResult(c.email, None, c.email, None, c.status.value, Outcome.PLANNED)
+        for c in new_clients
     ]
     return Plan(Action.ADD, results, AddDetail(tuple(new_clients), tuple(missing.values()), seats))
 
@@ -81,7 +85,7 @@ def apply(
             on_progress(len(ids), len(ids))
         seats = usage(session)
     results = [
-        ChangeResult(c.email, client_id, c.email, None, _ACTIVE, Outcome.CHANGED)
+        ChangeResult(c.email, client_id, c.email, None, c.status.value, Outcome.CHANGED)
         for client_id, c in zip(ids, new_clients, strict=True)
     ]
     return Batch(Action.ADD, results, AddDetail(new_clients, tuple(created), seats), batch_id)
@@ -92,9 +96,6 @@ def add_clients(
 ) -> Batch[AddDetail]:
     """Preview and apply at once, for callers with nobody to confirm (tests, scripts)."""
     return apply(engine, preview(engine, new_clients), change)
-
-
-_ACTIVE = Status.ACTIVE.value
 
 
 def _refuse_control_characters(new_clients: Sequence[NewClient]) -> None:
@@ -175,8 +176,9 @@ def insert_clients(
             "first_name": c.first_name,
             "last_name": c.last_name,
             "phone": c.phone,
-            "status": _ACTIVE,
+            "status": c.status.value,
             "created_at": change.at,
+            "deactivated_at": change.at if c.status is Status.DEACTIVATED else None,
         }
         for c in new_clients
     ]
@@ -200,7 +202,10 @@ def insert_clients(
         session.execute(insert(Enrolment), enrolments)
     audit.append(
         session,
-        (audit.NewEvent(Action.ADD, client_id, None, _ACTIVE) for client_id in ids),
+        (
+            audit.NewEvent(Action.ADD, client_id, None, c.status.value)
+            for client_id, c in zip(ids, new_clients, strict=True)
+        ),
         batch_id=batch_id,
         actor=change.actor,
         reason=change.reason,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from pbclients.cli.access import build_selection
-from pbclients.cli.common import reporting
+from pbclients.cli.common import AppState, reporting
 from pbclients.cli.options import (
     ClientsArgument,
     ColumnOption,
@@ -17,6 +18,8 @@ from pbclients.cli.options import (
     EncodingOption,
     FormatOption,
     IdsFromOption,
+    InactiveForOption,
+    MaxChangesOption,
     OutputFormat,
     ProgramOption,
     ReasonOption,
@@ -47,6 +50,15 @@ BackupDirOption = Annotated[
 ]
 
 
+class ExportFormat(StrEnum):
+    """`export --format`: the result formats, and fhir, which writes FHIR files instead."""
+
+    TABLE = "table"
+    JSON = "json"
+    CSV = "csv"
+    FHIR = "fhir"
+
+
 def _folder(backup_dir: Path | None) -> Path:
     from pbclients.paths import default_backup_dir
 
@@ -72,7 +84,32 @@ def export(
             show_default=False,
         ),
     ] = None,
-    output: FormatOption = OutputFormat.TABLE,
+    output: Annotated[
+        ExportFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help="table, json or csv: how results are shown; fhir: write the records as "
+            "FHIR R4B Bulk Data NDJSON into --out DIR instead of backups.",
+            case_sensitive=False,
+        ),
+    ] = ExportFormat.TABLE,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            metavar="DIR",
+            help="With --format fhir: a new or empty folder for <Type>.ndjson and manifest.json.",
+            show_default=False,
+        ),
+    ] = None,
+    every: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="With --format fhir: every active and deactivated client (not deleted ones).",
+        ),
+    ] = False,
 ) -> None:
     """Write a verified backup of each client, one file per client; nothing else changes.
 
@@ -81,16 +118,35 @@ def export(
     read back and checked after it is written. File names carry the client ID
     and the time, never a name or e-mail. Existing files are never overwritten.
 
+    With --format fhir --out DIR the same records are written as HL7 FHIR R4B
+    (Bulk Data NDJSON, one <Type>.ndjson file per resource type, and
+    manifest.json, which is printed); see the README section "FHIR".
+
     Example:
         pbclients export 12 ana@example.org
         pbclients export --program "Spring Reset" --backup-dir /mnt/backups --format json
         pbclients export --verify ~/backups/client-000012-20261126T090000Z.pbbackup.zip
+        pbclients export --format fhir --all --out ~/fhir-2026-11
     """
     with reporting(ctx) as app:
+        if (out is not None or every) and output is not ExportFormat.FHIR:
+            raise UsageError("--out and --all write FHIR; add --format fhir, or drop them.")
+        if output is ExportFormat.FHIR:
+            if out is None:
+                raise UsageError(
+                    "--format fhir writes files; give a new or empty folder: --out DIR."
+                )
+            if verify is not None or backup_dir is not None:
+                raise UsageError("--format fhir takes no --verify or --backup-dir; drop them.")
+            _export_fhir(
+                app, out, every, clients, csv_file, column, ids_from, program, skip_unknown,
+                encoding,
+            )  # fmt: skip
+            return
         if verify is not None:
             if clients or csv_file or ids_from or program:
                 raise UsageError("--verify FILE checks a backup; give no clients with it.")
-            _verify(verify, output)
+            _verify(verify, OutputFormat(output.value))
             return
         from pbclients import exporting
         from pbclients.cli.run import Wording, carry_out
@@ -108,8 +164,51 @@ def export(
         )
         carry_out(
             app, engine, plan, exporting.apply, wording,
-            output=output, yes=True, dry_run=False, reason=None, stdin_used=stdin_used,
+            output=OutputFormat(output.value), yes=True, dry_run=False, reason=None,
+            stdin_used=stdin_used,
         )  # fmt: skip
+
+
+def _export_fhir(
+    app: AppState,
+    out: Path,
+    every: bool,
+    clients: list[str] | None,
+    csv_file: str | None,
+    column: str | None,
+    ids_from: str | None,
+    program: str | None,
+    skip_unknown: bool,
+    encoding: str,
+) -> None:
+    """`export --format fhir`: the manifest on stdout, a one-line summary on stderr."""
+    from pbclients.cli.common import err
+    from pbclients.cli.progress import progress
+    from pbclients.fhir import export as fhir_export
+
+    selection = None
+    if every:
+        if clients or csv_file or ids_from or program:
+            raise UsageError("--all selects every client; give no other selection with it.")
+    else:
+        selection, _ = build_selection(
+            clients, csv_file, column, ids_from, program, skip_unknown, encoding
+        )
+    engine = app.engine()
+    request = fhir_export.FhirExport(selection, out, "pbclients export --format fhir")
+    plan = fhir_export.preview(engine, request)
+    if plan.changing == 0:
+        err("No client to export; nothing was written.")
+        return
+    with progress(plan.changing, "Writing FHIR") as on_progress:
+        batch = fhir_export.apply(engine, plan, app.change(None), on_progress=on_progress)
+    print_json(batch.detail.manifest)
+    exported = sum(1 for r in batch.results if r.outcome.value == "exported")
+    resources = sum(int(f["count"]) for f in batch.detail.manifest["output"])
+    err(
+        f"Wrote {plural(resources, 'FHIR resource')} of {plural(exported, 'client')} "
+        f"to {visible(batch.detail.folder)}."
+    )
 
 
 def _export_summary(outcome: Plan[ExportDetail] | Batch[ExportDetail]) -> str:
@@ -169,6 +268,7 @@ def delete(
             show_default=False,
         ),
     ] = None,
+    inactive_for: InactiveForOption = None,
     skip_unknown: SkipUnknownOption = False,
     encoding: EncodingOption = "utf-8",
     backup_dir: BackupDirOption = None,
@@ -176,6 +276,7 @@ def delete(
     dry_run: DryRunOption = False,
     reason: ReasonOption = None,
     output: FormatOption = OutputFormat.TABLE,
+    max_changes: MaxChangesOption = None,
 ) -> None:
     """Back up, verify, then delete clients: they vanish from the roster and free their seats.
 
@@ -189,6 +290,7 @@ def delete(
     Example:
         pbclients delete 12 --reason "asked to be forgotten"
         pbclients delete --deactivated-before 365d --dry-run
+        pbclients delete --inactive-for 2y --max-changes 5% --dry-run
         pbclients delete --csv leavers.csv --backup-dir /mnt/backups --yes --format json
     """
     with reporting(ctx) as app:
@@ -201,7 +303,7 @@ def delete(
             else None
         )
         selection, stdin_used = build_selection(
-            clients, csv_file, column, ids_from, program, skip_unknown, encoding
+            clients, csv_file, column, ids_from, program, skip_unknown, encoding, inactive_for
         )
         engine = app.engine()
         folder = _folder(backup_dir)
@@ -216,6 +318,7 @@ def delete(
         carry_out(
             app, engine, plan, deletion.apply, wording,
             output=output, yes=yes, dry_run=dry_run, reason=reason, stdin_used=stdin_used,
+            max_changes=max_changes,
         )  # fmt: skip
 
 
@@ -287,6 +390,7 @@ def restore(
     dry_run: DryRunOption = False,
     reason: ReasonOption = None,
     output: FormatOption = OutputFormat.TABLE,
+    max_changes: MaxChangesOption = None,
 ) -> None:
     """Bring a client back from a backup, as deactivated, with every record.
 
@@ -310,7 +414,7 @@ def restore(
         )
         carry_out(
             app, engine, plan, restoring.apply, wording,
-            output=output, yes=yes, dry_run=dry_run, reason=reason,
+            output=output, yes=yes, dry_run=dry_run, reason=reason, max_changes=max_changes,
         )  # fmt: skip
 
 

@@ -16,6 +16,7 @@ from pbclients.cli.options import (
     EncodingOption,
     FormatOption,
     ListFormat,
+    MaxChangesOption,
     OutputFormat,
     ReasonOption,
     StatusFilter,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
     from pbclients.cli.common import AppState
     from pbclients.importing import ImportDetail
+    from pbclients.limits import MaxChanges
     from pbclients.operation import Batch, Plan
     from pbclients.roster import AddDetail, NewClient
     from pbclients.roster_view import ClientDetail, ClientFilter
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
 LIST_FIELDS = [
     "id", "email", "first_name", "last_name", "status", "programs",
     "created_at", "deactivated_at", "deleted_at", "purge_after", "days_until_purge",
+    "last_activity",
 ]  # fmt: skip
 
 
@@ -128,6 +131,7 @@ def add(
     dry_run: DryRunOption = False,
     reason: ReasonOption = None,
     output: FormatOption = OutputFormat.TABLE,
+    max_changes: MaxChangesOption = None,
 ) -> None:
     """Add one client (refused past the plan limit).
 
@@ -147,18 +151,28 @@ def add(
             check_text((phone or "").strip(), "--phone") or None,
             check_text((program or "").strip(), "--program") or None,
         )
-        _add(app, [new], yes, dry_run, reason, output, stdin_used=False)
+        _add(app, [new], yes, dry_run, reason, output, stdin_used=False, max_changes=max_changes)
 
 
 def import_clients(
     ctx: typer.Context,
     file: Annotated[
-        str,
+        str | None,
         typer.Argument(
             metavar="FILE.csv",
             help="CSV: email, first_name, last_name[, phone, program]; - for stdin.",
+            show_default=False,
         ),
-    ],
+    ] = None,
+    fhir: Annotated[
+        str | None,
+        typer.Option(
+            "--fhir",
+            metavar="FILE",
+            help="Instead of a CSV: FHIR Patient NDJSON, one Patient, or a Bundle; - for stdin.",
+            show_default=False,
+        ),
+    ] = None,
     encoding: EncodingOption = "utf-8",
     update: Annotated[
         bool,
@@ -171,6 +185,7 @@ def import_clients(
     dry_run: DryRunOption = False,
     reason: ReasonOption = None,
     output: FormatOption = OutputFormat.TABLE,
+    max_changes: MaxChangesOption = None,
 ) -> None:
     """Add clients from a CSV file, all or nothing.
 
@@ -181,13 +196,27 @@ def import_clients(
     names and phone instead (an empty phone keeps the one on file); the dry run
     says per row: added, updated (with the fields) or unchanged.
 
+    With --fhir, clients come from HL7 FHIR Patients (another system's export):
+    name, e-mail and phone; a Patient with active false arrives deactivated.
+    The same checks apply; a Patient without an e-mail is refused by its line.
+
     Example:
         pbclients import new-clients.csv --dry-run
         pbclients import new-clients.csv --reason "autumn intake" --yes
         pbclients import roster-export.csv --update --dry-run
+        pbclients import --fhir fhir-export/Patient.ndjson --dry-run
     """
     with reporting(ctx) as app:
         from pbclients.csvinput import read_import_csv
+        from pbclients.errors import UsageError
+
+        if fhir is not None:
+            if file is not None or update:
+                raise UsageError("--fhir FILE is the input; give no FILE.csv or --update with it.")
+            _import_fhir(app, fhir, yes, dry_run, reason, output, max_changes)
+            return
+        if file is None:
+            raise UsageError("Give the clients to add: FILE.csv, or --fhir FILE.")
         from pbclients.roster import NewClient
 
         rows = read_import_csv(read_input(file), source=source_name(file), encoding=encoding)
@@ -204,9 +233,72 @@ def import_clients(
         ]
         if update:
             ids = [r.client_id for r in rows]
-            _import_update(app, new, ids, yes, dry_run, reason, output, stdin_used=file == "-")
+            _import_update(
+                app, new, ids, yes, dry_run, reason, output,
+                stdin_used=file == "-", max_changes=max_changes,
+            )  # fmt: skip
             return
-        _add(app, new, yes, dry_run, reason, output, stdin_used=file == "-")
+        _add(
+            app, new, yes, dry_run, reason, output,
+            stdin_used=file == "-", max_changes=max_changes,
+        )  # fmt: skip
+
+
+def _import_fhir(
+    app: AppState,
+    fhir: str,
+    yes: bool,
+    dry_run: bool,
+    reason: str | None,
+    output: OutputFormat,
+    max_changes: MaxChanges | None,
+) -> None:
+    """`import --fhir`: Patients -> the same add operation as a CSV import."""
+    from pbclients import roster
+    from pbclients.cli.run import Wording, carry_out
+    from pbclients.fhir.intake import read_patients
+    from pbclients.roster import NewClient
+
+    source = source_name(fhir)
+    patients = read_patients(read_input(fhir), source=source)
+    if patients.skipped:
+        left_out = ", ".join(f"{n} {kind}" for kind, n in sorted(patients.skipped.items()))
+        err(
+            f"Left out the resources of {visible(source)} that are not Patients: "
+            f"{visible(left_out)}."
+        )
+    new = [
+        NewClient(
+            p.email, p.first_name, p.last_name, p.phone, None, p.where,
+            Status.ACTIVE if p.active else Status.DEACTIVATED,
+        )
+        for p in patients.patients
+    ]  # fmt: skip
+    if not new:
+        _add(app, new, yes, dry_run, reason, output, stdin_used=fhir == "-")
+        return
+    paused = sum(1 for c in new if c.status is Status.DEACTIVATED)
+
+    def question(plan: Plan[AddDetail]) -> str:
+        text = _add_question(plan)
+        if not paused:
+            return text
+        # Patients marked inactive by the other system arrive paused, as they were there.
+        return text.replace(
+            " They get portal access.",
+            f" {plural(paused, 'client')} of them arrive deactivated, without portal access.",
+        )
+
+    engine = app.engine()
+    plan = roster.preview(engine, new)
+    wording: Wording[AddDetail] = Wording(
+        question=question, summary=_add_summary, progress_label="Adding"
+    )
+    carry_out(
+        app, engine, plan, roster.apply, wording,
+        output=output, yes=yes, dry_run=dry_run, reason=reason, stdin_used=fhir == "-",
+        max_changes=max_changes,
+    )  # fmt: skip
 
 
 def _required(value: str, option: str) -> str:
@@ -227,6 +319,7 @@ def _add(
     output: OutputFormat,
     *,
     stdin_used: bool,
+    max_changes: MaxChanges | None = None,
 ) -> None:
     from pbclients import roster
     from pbclients.cli.run import Wording, carry_out
@@ -247,6 +340,7 @@ def _add(
     carry_out(
         app, engine, plan, roster.apply, wording,
         output=output, yes=yes, dry_run=dry_run, reason=reason, stdin_used=stdin_used,
+        max_changes=max_changes,
     )  # fmt: skip
 
 
@@ -260,6 +354,7 @@ def _import_update(
     output: OutputFormat,
     *,
     stdin_used: bool,
+    max_changes: MaxChanges | None = None,
 ) -> None:
     from pbclients import importing
     from pbclients.cli.run import Wording, carry_out
@@ -278,6 +373,7 @@ def _import_update(
     carry_out(
         app, engine, plan, importing.apply, wording,
         output=output, yes=yes, dry_run=dry_run, reason=reason, stdin_used=stdin_used,
+        max_changes=max_changes,
     )  # fmt: skip
 
 
@@ -367,6 +463,16 @@ def list_clients(
             help="At most this many clients.",
         ),
     ] = None,
+    inactive_for: Annotated[
+        str | None,
+        typer.Option(
+            "--inactive-for",
+            metavar="AGE",
+            help="Only clients with no activity for this long (180d, 12w, 6m, 1y); "
+            "an upcoming appointment counts as activity.",
+            show_default=False,
+        ),
+    ] = None,
     output: Annotated[
         ListFormat, typer.Option("--format", "-f", help="table, json, csv or ids (one ID a line).")
     ] = ListFormat.TABLE,
@@ -377,11 +483,13 @@ def list_clients(
         pbclients list --status deactivated
         pbclients list --search silva --format json
         pbclients list --program "Spring Reset" --format ids > spring.txt
+        pbclients list --inactive-for 6m --status active --format csv
     """
     with reporting(ctx) as app:
         from contextlib import closing
 
-        from pbclients import clock, roster_view
+        from pbclients import activity, clock, roster_view
+        from pbclients.selection import Inactivity
 
         if status is None:
             statuses = roster_view.LISTED_BY_DEFAULT
@@ -389,14 +497,21 @@ def list_clients(
             statuses = tuple(Status)
         else:
             statuses = (Status(status.value),)
-        where = roster_view.ClientFilter(statuses, search, program, limit)
         now = clock.now()
+        inactive = (
+            None
+            if inactive_for is None
+            else Inactivity(activity.inactive_cutoff(inactive_for, now), now)
+        )
+        where = roster_view.ClientFilter(statuses, search, program, limit, inactive)
         engine = app.engine()
         if output is ListFormat.TABLE:
             _list_table(engine, where, now)
             return
+        # Only json/csv print the last activity; ids stays one read of the client table.
+        activity_at = None if output is ListFormat.IDS else now
         # Closed as soon as the output stops, a closed pipe included: the read ends there.
-        with closing(roster_view.iter_clients(engine, where)) as clients:
+        with closing(roster_view.iter_clients(engine, where, activity_at)) as clients:
             if output is ListFormat.IDS:
                 for client in clients:
                     sys.stdout.write(f"{client.id}\n")
@@ -496,6 +611,7 @@ def _show_table(detail: ClientDetail, now: datetime) -> None:
             f"({s.days_until_purge(now)} days left)"
         )
     out.print(plain(state_line))
+    out.print(plain(f"last activity: {(iso(s.last_activity) or '-')[:10]}"))
 
     capabilities = Table(
         title="What this client can do now", box=None, pad_edge=False, title_justify="left"
