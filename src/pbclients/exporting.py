@@ -20,7 +20,7 @@ from pbclients.db import reading, writing
 from pbclients.errors import BackupFailed
 from pbclients.operation import Action, Batch, Change, Plan, ProgressCallback
 from pbclients.results import ChangeResult, Outcome
-from pbclients.selection import Selection, resolve
+from pbclients.selection import Resolved, Selection, resolve
 
 
 @dataclass(frozen=True)
@@ -38,10 +38,8 @@ class ExportDetail:
     folder: Path
 
 
-def preview(engine: Engine, request: Export) -> Plan[ExportDetail]:
-    """The clients `apply` would back up; reads only (the folder is not created yet)."""
-    with reading(engine) as session:
-        resolved = resolve(session, request.selection)
+def to_export(resolved: Resolved) -> list[ChangeResult]:
+    """Every resolved client as planned for export (their state stays), unknown ones skipped."""
     results = [
         ChangeResult(
             client.reference, client.client_id, client.email, client.status.value,
@@ -49,10 +47,16 @@ def preview(engine: Engine, request: Export) -> Plan[ExportDetail]:
         )
         for client in resolved.clients
     ]  # fmt: skip
-    results.extend(
+    return results + [
         ChangeResult(ref.text, None, None, None, None, Outcome.SKIPPED, note="unknown")
         for ref in resolved.skipped
-    )
+    ]
+
+
+def preview(engine: Engine, request: Export) -> Plan[ExportDetail]:
+    """The clients `apply` would back up; reads only (the folder is not created yet)."""
+    with reading(engine) as session:
+        results = to_export(resolve(session, request.selection))
     folder = request.folder.expanduser().absolute()
     return Plan(Action.EXPORT, results, ExportDetail(folder))
 

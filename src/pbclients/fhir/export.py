@@ -24,6 +24,7 @@ from pbclients import audit
 from pbclients.backup.writer import snapshot
 from pbclients.db import reading, writing
 from pbclients.errors import BackupFailed, UsageError
+from pbclients.exporting import to_export
 from pbclients.fhir import bulk, mapping
 from pbclients.models import RECORD_MODELS, Client, Program
 from pbclients.operation import Action, Batch, Change, Plan, ProgressCallback
@@ -80,18 +81,7 @@ def preview(engine: Engine, request: FhirExport) -> Plan[FhirExportDetail]:
                 for row in rows
             ]
         else:
-            resolved = resolve(session, request.selection)
-            results = [
-                ChangeResult(
-                    client.reference, client.client_id, client.email, client.status.value,
-                    client.status.value, Outcome.PLANNED,
-                )
-                for client in resolved.clients
-            ]  # fmt: skip
-            results.extend(
-                ChangeResult(ref.text, None, None, None, None, Outcome.SKIPPED, note="unknown")
-                for ref in resolved.skipped
-            )
+            results = to_export(resolve(session, request.selection))
     # The manifest travels with the data: it says what was asked without naming anyone.
     chosen = sum(1 for r in results if r.outcome is Outcome.PLANNED)
     asked = (
