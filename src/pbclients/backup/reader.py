@@ -55,7 +55,9 @@ from pbclients.models import RECORD_MODELS, Client, Program
 _CHUNK = 1 << 20
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _JSON_MEMBERS = frozenset({MANIFEST, PROFILE, PROGRAMS})
-# Everything zipfile and its decompressors raise on a damaged or hostile member.
+# Everything zipfile and its decompressors raise on a damaged or hostile member. zipfile
+# raises NotImplementedError for a compression method it does not support, which a
+# crafted archive can name: that is a bad backup (exit 3), not a gap in this code.
 _UNREADABLE = (
     zipfile.BadZipFile, zlib.error, lzma.LZMAError, OSError, EOFError, NotImplementedError,
     RuntimeError, ValueError,
