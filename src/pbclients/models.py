@@ -240,6 +240,27 @@ class UndoRecord(SQLModel, table=True):
     data: str = Field(sa_type=Text)  # JSON: {"before": {...}, "after": {...}}
 
 
+class Schedule(SQLModel, table=True):
+    """A change decided now and carried out by `run-due` when it comes due.
+
+    Holds client IDs only, like the audit trail. A schedule stays as a record once it
+    is carried out (`done`, with its batch) or cancelled.
+    """
+
+    __table_args__ = (Index("ix_schedule_state_due_at", "state", "due_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    action: str  # deactivate, activate or delete
+    client_ids: str = Field(sa_type=Text)  # JSON list of ints
+    due_at: datetime = _when()
+    created_at: datetime = _when()
+    actor: str
+    reason: str | None = None
+    state: str = "pending"  # pending, done or cancelled
+    batch_id: str | None = None
+    finished_at: datetime | None = _when(nullable=True)
+
+
 # Every kind of record a client has, in the order a restore must insert them
 # (payment plans refer to payment methods).
 RECORD_MODELS: dict[str, type[SQLModel]] = {
