@@ -102,9 +102,13 @@ def test_the_archive_holds_the_complete_record_and_a_manifest(cli, practice, tmp
         "records/messages.jsonl", "records/forms.jsonl", "records/documents.jsonl",
         "records/payment_methods.jsonl", "records/payment_plans.jsonl",
         "records/notifications.jsonl",
+        # The same record as FHIR, one member per resource type the client has (no forms,
+        # so no QuestionnaireResponse); tests/test_backup_fhir.py checks their content.
+        "fhir/Patient.ndjson", "fhir/CarePlan.ndjson", "fhir/Appointment.ndjson",
+        "fhir/Communication.ndjson", "fhir/DocumentReference.ndjson",
     } == names  # fmt: skip
     assert manifest["format"] == "pbclients-backup"
-    assert manifest["format_version"] == FORMAT_VERSION == 1
+    assert manifest["format_version"] == FORMAT_VERSION == 2
     assert manifest["pbclients_version"] == "0.1.0"
     assert manifest["schema_version"]
     assert manifest["client_id"] == 1
@@ -113,6 +117,11 @@ def test_the_archive_holds_the_complete_record_and_a_manifest(cli, practice, tmp
         "enrolments": 1, "appointments": 2, "journal_entries": 1, "protocols": 0,
         "session_notes": 1, "messages": 1, "forms": 0, "documents": 1, "payment_methods": 0,
         "payment_plans": 0, "notifications": 0, "audit_events": 1,
+    }  # fmt: skip
+    assert manifest["fhir"] == {
+        "version": "4.3.0",
+        "counts": {"Patient": 1, "CarePlan": 1, "Appointment": 2, "Communication": 1,
+                   "DocumentReference": 3},
     }  # fmt: skip
     assert manifest["members"] == member_hashes
     assert (profile["id"], profile["email"], profile["first_name"], profile["phone"]) == (
@@ -208,8 +217,10 @@ def _data_offset(path: Path, member: str) -> int:
 
 
 @pytest.mark.parametrize(
-    "member", ["client.json", "documents/1-labs.txt", "records/messages.jsonl", "manifest.json"]
-)
+    "member",
+    ["client.json", "documents/1-labs.txt", "records/messages.jsonl", "manifest.json",
+     "fhir/Communication.ndjson"],
+)  # fmt: skip
 def test_verify_refuses_a_corrupted_archive_with_exit_3(cli, practice, tmp_path, member):
     path = Path(export_one(cli, "1", tmp_path)["backup"])
     _flip(path, _data_offset(path, member) + 1)
@@ -232,6 +243,11 @@ def test_verify_refuses_a_truncated_archive_with_exit_3(cli, practice, tmp_path)
     [
         (lambda m: m.__setitem__("extra.txt", b"x"), "holds other members than its manifest lists"),
         (lambda m: m.pop("documents/1-labs.txt"), "holds other members than its manifest lists"),
+        (lambda m: m.pop("fhir/Patient.ndjson"), "holds other members than its manifest lists"),
+        (
+            lambda m: m.__setitem__("fhir/Patient.ndjson", m["fhir/Patient.ndjson"] + b"\n"),
+            "does not match its checksum",
+        ),
         (
             lambda m: m.__setitem__("documents/1-labs.txt", b"ferritin 4"),
             "does not match its checksum",

@@ -13,7 +13,7 @@ import json
 import subprocess
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -102,8 +102,14 @@ def validate(resource: dict[str, Any]) -> None:
     get_fhir_model_class(resource["resourceType"]).model_validate(resource)
 
 
-def spec_problems(resource: dict[str, Any]) -> list[str]:
-    """What the spec forbids and the validator lets through (empty: none)."""
+def spec_problems(
+    resource: dict[str, Any], resolve: Callable[[str], bytes] | None = None
+) -> list[str]:
+    """What the spec forbids and the validator lets through (empty: none).
+
+    `resolve` returns the bytes an attachment's `url` points to (a backup's member); an
+    attachment by `url` is a problem when there is nothing to resolve it with.
+    """
     problems = [f"empty element at {path}" for path in _empty_paths(resource, "")]
     kind = resource["resourceType"]
     for (of, path), allowed in REQUIRED_CODES.items():
@@ -119,7 +125,13 @@ def spec_problems(resource: dict[str, Any]) -> list[str]:
         if not reference.startswith("Patient/client-"):
             problems.append(f"reference {reference!r} is not to a client's Patient")
     for attachment in _attachments(resource):
-        data = base64.b64decode(attachment.get("data", ""), validate=True)
+        if "url" in attachment:
+            if resolve is None or "data" in attachment:
+                problems.append(f"attachment by url {attachment['url']!r} cannot be checked")
+                continue
+            data = resolve(attachment["url"])
+        else:
+            data = base64.b64decode(attachment.get("data", ""), validate=True)
         if attachment.get("size") != len(data):
             problems.append("attachment size does not match its data")
         if base64.b64decode(attachment["hash"]) != hashlib.sha1(data).digest():
@@ -680,6 +692,43 @@ def test_a_document_is_a_document_reference_with_the_file_inline(stored: str, se
             }
         }
     ]
+
+
+def test_a_document_kept_beside_its_resource_is_referred_to_by_url() -> None:
+    """In a backup the file is its own member: the attachment says where, with its size and
+    SHA-1, instead of carrying the bytes a second time."""
+    content = b"%PDF-1.7 demo \x00\xff"
+    row = {"id": 5, "client_id": 7, "filename": "lab results.pdf",
+           "content_type": "application/pdf",
+           "uploaded_at": datetime(2026, 11, 1, 12, 0, tzinfo=UTC)}  # fmt: skip
+    kept = mapping.FileReference(
+        "../documents/5-lab_results.pdf", len(content), hashlib.sha1(content).digest()
+    )
+    resource = mapping.document_reference(row, kept)
+    validate(resource)
+    assert spec_problems(resource, {"../documents/5-lab_results.pdf": content}.__getitem__) == []
+    assert spec_problems(resource, {"../documents/5-lab_results.pdf": b"other"}.__getitem__) == [
+        "attachment size does not match its data",
+        "attachment hash is not the SHA-1 of its data",
+    ]
+    assert spec_problems(resource) == [
+        "attachment by url '../documents/5-lab_results.pdf' cannot be checked"
+    ]
+    assert resource["content"] == [
+        {
+            "attachment": {
+                "contentType": "application/pdf",
+                "url": "../documents/5-lab_results.pdf",
+                "size": len(content),
+                "hash": base64.b64encode(hashlib.sha1(content).digest()).decode(),
+                "title": "lab results.pdf",
+                "creation": "2026-11-01T12:00:00Z",
+            }
+        }
+    ]
+    inline = mapping.document_reference(row, content)
+    del inline["content"][0]["attachment"]["data"], resource["content"][0]["attachment"]["url"]
+    assert resource == inline
 
 
 def test_an_empty_document_has_no_data_but_its_size_and_hash() -> None:

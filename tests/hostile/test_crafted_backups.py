@@ -98,6 +98,16 @@ def setting(key: str, value: Any) -> Callable[[Any], Any]:
     return change
 
 
+def fhir_count(kind: str, value: Any) -> Callable[[Any], Any]:
+    """A manifest change: the FHIR resources of one type counted as `value`."""
+
+    def change(manifest: Any) -> Any:
+        manifest["fhir"]["counts"][kind] = value
+        return manifest
+
+    return change
+
+
 def dropping(key: str) -> Callable[[Any], Any]:
     def change(data: Any) -> Any:
         data.pop(key)
@@ -269,6 +279,32 @@ CASES: dict[str, tuple[Callable[[Members], None], tuple[str, ...]]] = {
             "records/appointments.jsonl", m["records/appointments.jsonl"] + b"{oops\n"
         ),
         ("has a malformed records/appointments.jsonl (line 3)",),
+    ),
+    "FHIR line of another type": (
+        lambda m: m.__setitem__("fhir/Appointment.ndjson", m["fhir/Patient.ndjson"] * 2),
+        ("has a malformed fhir/Appointment.ndjson (line 1 is not a resource of type Appointment)",),
+    ),
+    "FHIR member a resource short": (
+        lambda m: m.__setitem__(
+            "fhir/Appointment.ndjson", m["fhir/Appointment.ndjson"].splitlines(keepends=True)[0]
+        ),
+        ("holds 1 Appointment resources in fhir/Appointment.ndjson where its manifest says 2",),
+    ),
+    "FHIR member dropped with its checksum": (
+        lambda m: m.__delitem__("fhir/Appointment.ndjson"),
+        ("does not list the FHIR member of every type it counts ('fhir/Appointment.ndjson')",),
+    ),
+    "FHIR member that is one endless line": (
+        lambda m: m.__setitem__("fhir/Patient.ndjson", b"x" * (8 << 20)),
+        ("has a malformed fhir/Patient.ndjson (its last line is cut off)",),
+    ),
+    "manifest FHIR counts a type the records lack": (
+        lambda m: edit_json(m, "manifest.json", fhir_count("QuestionnaireResponse", 1)),
+        ("does not list the FHIR member of every type it counts",),
+    ),
+    "manifest FHIR count is a string": (
+        lambda m: edit_json(m, "manifest.json", fhir_count("Patient", "1")),
+        ("has an incomplete manifest (the count of Patient resources)",),
     ),
     "manifest client id is a string": (
         lambda m: edit_json(m, "manifest.json", setting("client_id", "1")),
@@ -513,9 +549,12 @@ def test_a_member_whose_directory_lies_about_its_size_is_read_no_further(
     assert_refused(cli, engine, path, "records/messages.jsonl")
 
 
-# Runs the CLI in a child and prints its peak resident memory (KiB) last on stdout.
+# Runs the CLI in a child and prints its peak resident memory (KiB) last on stdout. The
+# peak is the kernel's VmHWM of the child's own address space: getrusage's ru_maxrss keeps
+# the high-water mark of the address space the child was forked from, so it would report
+# the pytest worker's memory whenever the worker is the larger.
 _PEAK = (
-    "import resource, sys\n"
+    "import sys\n"
     "from pbclients.cli.app import app\n"
     "try:\n"
     "    app(sys.argv[1:])\n"
@@ -524,7 +563,8 @@ _PEAK = (
     "    code = e.code\n"
     "except BaseException:\n"
     "    code = 99\n"
-    "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    "with open('/proc/self/status') as status:\n"
+    "    print(next(l.split()[1] for l in status if l.startswith('VmHWM:')))\n"
     "sys.exit(code if isinstance(code, int) else 1)\n"
 )
 

@@ -11,9 +11,19 @@ UTC time, never a name or an e-mail) holds:
 - `programs.json`: the programs the enrolments refer to, so a restore can
   recreate one that no longer exists;
 - `audit_events.jsonl`: the client's audit events (its status history);
+- `fhir/<Type>.ndjson` (format 2): the same record as HL7 FHIR R4B resources, one a
+  line, mapped as `export --format fhir` maps them, so the backup a deletion depends
+  on can be read without pbclients. A type the client has no resource of has no
+  member. A document's resource refers to its `documents/` member by a relative
+  `url` (with the file's size and SHA-1) instead of holding it again in base64.
+  Restore never reads them for data: the records above are the source of truth;
 - `manifest.json`: format and versions, client id, time, record counts per
-  kind, and the SHA-256 and size of every other member (backups written
-  before sizes were recorded are still read, under hard ceilings).
+  kind, the FHIR resources per type (format 2), and the SHA-256 and size of
+  every other member (backups written before sizes were recorded are still
+  read, under hard ceilings).
+
+Format 1 (no `fhir/` members, no `fhir` in the manifest) is still read, verified
+and restored.
 
 Rows travel as JSON objects (`encode_row`) and come back only through
 `decode_row`, which checks every value against its column: an archive is
@@ -24,7 +34,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,10 +45,13 @@ from sqlmodel import SQLModel
 
 from pbclients import clock
 from pbclients.errors import BadInput
+from pbclients.fhir.mapping import PATIENT, RESOURCE_OF_KIND, RESOURCE_TYPES
 from pbclients.models import RECORD_MODELS, UTCDateTime
 
 FORMAT = "pbclients-backup"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# The first format with `fhir/<Type>.ndjson` members; older backups have none.
+FHIR_FORMAT_VERSION = 2
 SUFFIX = ".pbbackup.zip"
 MANIFEST = "manifest.json"
 PROFILE = "client.json"
@@ -62,6 +76,9 @@ _FIXED_MEMBERS = frozenset(
     {PROFILE, PROGRAMS, AUDIT, *(f"records/{kind}.jsonl" for kind in RECORD_MODELS)}
 )
 DOCUMENT_MEMBER = re.compile(r"^documents/[0-9]{1,10}-[A-Za-z0-9._-]{1,100}$")
+FHIR_FOLDER = "fhir/"
+_FHIR_TYPE_OF = {f"{FHIR_FOLDER}{kind}.ndjson": kind for kind in RESOURCE_TYPES}
+_FHIR_MEMBERS = frozenset(_FHIR_TYPE_OF)
 
 
 class BackupInvalid(BadInput):
@@ -89,6 +106,8 @@ class Manifest:
     created_at: str
     counts: dict[str, int]
     members: dict[str, str]
+    # FHIR resources per type in its `fhir/` members; empty for a format 1 backup.
+    fhir: dict[str, int] = field(default_factory=dict)
 
     def as_record(self) -> dict[str, Any]:
         return {
@@ -101,6 +120,7 @@ class Manifest:
             "created_at": self.created_at,
             "counts": self.counts,
             "members": len(self.members) + 1,
+            "fhir": self.fhir,
         }
 
 
@@ -168,9 +188,39 @@ def backup_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if _NAME.match(p.name))
 
 
-def known_member(name: str) -> bool:
-    """A member name this pbclients writes (any other name is refused, never used)."""
-    return name in _FIXED_MEMBERS or DOCUMENT_MEMBER.match(name) is not None
+def known_member(name: str, format_version: int = FORMAT_VERSION) -> bool:
+    """A member name this pbclients writes in that format (any other name is refused,
+    never used)."""
+    if name in _FIXED_MEMBERS or DOCUMENT_MEMBER.match(name) is not None:
+        return True
+    return format_version >= FHIR_FORMAT_VERSION and name in _FHIR_MEMBERS
+
+
+def fhir_member(resource_type: str) -> str:
+    """`fhir/Patient.ndjson`: the Bulk Data file name, in the archive's `fhir/` folder."""
+    return f"{FHIR_FOLDER}{resource_type}.ndjson"
+
+
+def fhir_type(name: str) -> str | None:
+    """The resource type a `fhir/` member holds, or None for any other member."""
+    return _FHIR_TYPE_OF.get(name)
+
+
+def fhir_counts(counts: Mapping[str, int]) -> dict[str, int]:
+    """The FHIR resources per type that records counted by kind map to (types with none
+    are left out): one Patient, and one resource per record of every exported kind."""
+    resources = {PATIENT: 1}
+    for kind, number in counts.items():
+        if kind in RESOURCE_OF_KIND and number:
+            resource_type = RESOURCE_OF_KIND[kind]
+            resources[resource_type] = resources.get(resource_type, 0) + number
+    return {kind: resources[kind] for kind in RESOURCE_TYPES if kind in resources}
+
+
+def document_url(member: str) -> str:
+    """A document member as a FHIR attachment `url`, relative to the `fhir/` member that
+    refers to it (RFC 3986 resolves `../documents/...` against `fhir/<Type>.ndjson`)."""
+    return f"../{member}"
 
 
 # --- rows back from JSON, checked --------------------------------------------------------

@@ -30,6 +30,8 @@ from pbclients.backup.archive import (
     AUDIT,
     AUDIT_KIND,
     DOCUMENT_MEMBER,
+    FHIR_FOLDER,
+    FHIR_FORMAT_VERSION,
     FORMAT,
     FORMAT_VERSION,
     INT32,
@@ -45,6 +47,9 @@ from pbclients.backup.archive import (
     BackupInvalid,
     Manifest,
     decode_row,
+    fhir_counts,
+    fhir_member,
+    fhir_type,
     json_type,
     known_member,
     shown,
@@ -53,6 +58,13 @@ from pbclients.backup.archive import (
 from pbclients.models import RECORD_MODELS, Client, Program
 
 _CHUNK = 1 << 20
+# A member's local header (PKZIP APPNOTE 4.3.7) and its optional data descriptor (4.3.9).
+_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
+_LOCAL_SIGNATURE = b"PK\x03\x04"
+_DESCRIPTOR_SIGNATURE = b"PK\x07\x08"
+_USES_DESCRIPTOR = 0x08
+_ZIP64_EXTRA = 0x0001
+_ZIP64_LIMIT = 0xFFFFFFFF
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _JSON_MEMBERS = frozenset({MANIFEST, PROFILE, PROGRAMS})
 # Everything zipfile and its decompressors raise on a damaged or hostile member. zipfile
@@ -131,8 +143,9 @@ def _check_manifest(path: Path, manifest: Any) -> None:
         raise _invalid(path, "has an incomplete manifest (created_at is not a time)") from None
     if len(members) > MAX_MEMBERS:
         raise _invalid(path, f"lists more than {MAX_MEMBERS:,} members")
+    assert isinstance(version, int)
     for name, digest in members.items():
-        if not known_member(name):
+        if not known_member(name, version):
             raise _invalid(path, f"lists a member pbclients never writes ({shown(name)})")
         if not isinstance(digest, str) or not _SHA256.match(digest):
             raise _invalid(path, f"has an incomplete manifest (no checksum for {name})")
@@ -144,6 +157,54 @@ def _check_manifest(path: Path, manifest: Any) -> None:
     for name, size in sizes.items():
         if name not in members or isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise _invalid(path, f"has an incomplete manifest (the size of {shown(name)})")
+    _check_fhir(path, manifest, version, members, counts)
+
+
+def _check_fhir(
+    path: Path,
+    manifest: dict[str, Any],
+    version: int,
+    members: dict[str, Any],
+    counts: dict[str, Any],
+) -> None:
+    """The manifest's FHIR resources per type: present exactly from format 2 on, one member
+    per type listed, and as many resources as the records counted by kind map to.
+
+    The last check catches a FHIR member dropped together with its checksum and count:
+    the records still say it should be there.
+    """
+    fhir = manifest.get("fhir")
+    if version < FHIR_FORMAT_VERSION:
+        if fhir is not None:
+            raise _invalid(path, f"has an incomplete manifest (fhir in a format {version} backup)")
+        return
+    if (
+        not isinstance(fhir, dict)
+        or not isinstance(fhir.get("version"), str)
+        or len(fhir["version"]) > 20
+        or not isinstance(fhir.get("counts"), dict)
+    ):
+        raise _invalid(path, "has an incomplete manifest (its FHIR resources)")
+    resources: dict[str, Any] = fhir["counts"]
+    for kind, number in resources.items():
+        if not isinstance(kind, str) or fhir_type(fhir_member(kind)) != kind:
+            raise _invalid(path, f"counts FHIR resources of an unknown type ({shown(kind)})")
+        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+            raise _invalid(path, f"has an incomplete manifest (the count of {kind} resources)")
+    listed = {name for name in members if name.startswith(FHIR_FOLDER)}
+    if listed != {fhir_member(kind) for kind in resources}:
+        missing = sorted({fhir_member(kind) for kind in resources} ^ listed)
+        raise _invalid(
+            path, f"does not list the FHIR member of every type it counts ({shown(missing[0])})"
+        )
+    expected = fhir_counts(counts)
+    if resources != expected:
+        kind = next(k for k in (*expected, *resources) if expected.get(k) != resources.get(k))
+        raise _invalid(
+            path,
+            f"has {resources.get(kind, 0)} FHIR {kind} resources where its records give "
+            f"{expected.get(kind, 0)}",
+        )
 
 
 class BackupArchive:
@@ -159,6 +220,9 @@ class BackupArchive:
         self.members: dict[str, str] = manifest["members"]
         self.sizes: dict[str, int] = manifest.get("sizes", {})
         self.client_id: int = manifest["client_id"]
+        # FHIR resources per type, as the manifest counts them (checked by `_check_fhir`).
+        fhir = manifest.get("fhir")
+        self.fhir: dict[str, int] = dict(fhir["counts"]) if isinstance(fhir, dict) else {}
         # Filled by `verify`: the programs the enrolments refer to (the only ones restored).
         self.programs_used: frozenset[int] = frozenset()
 
@@ -235,6 +299,121 @@ class BackupArchive:
 
     def read(self, name: str) -> bytes:
         return b"".join(self.stream(name))
+
+    def _check_layout(self) -> None:
+        """Every byte around the members' data agrees with the central directory.
+
+        zipfile reads sizes and CRCs from the central directory alone, so a changed byte
+        in a local header or a data descriptor (which the writer emits for every member)
+        would pass every checksum. Here each member's local record must state what the
+        directory states, and the members must follow each other with nothing between
+        them, from the first byte of the file to the directory.
+        """
+        at = 0
+        for info in sorted(self.archive.infolist(), key=lambda i: i.header_offset):
+            if info.header_offset != at:
+                raise self._layout(info.filename)
+            at = self._local_end(info)
+        if at != self.archive.start_dir:
+            raise _invalid(
+                self.path, "is damaged (bytes between its last member and its directory)"
+            )
+
+    def _layout(self, name: str) -> BackupInvalid:
+        return _invalid(
+            self.path, f"is damaged ({name}: its local header does not match the directory)"
+        )
+
+    def _local_end(self, info: zipfile.ZipInfo) -> int:
+        """Where a member's local record (header, data, descriptor) ends; BackupInvalid if
+        any of it disagrees with the directory's entry."""
+        handle = self.handle
+        try:
+            handle.seek(info.header_offset)
+            header = handle.read(_LOCAL_HEADER.size)
+            if len(header) < _LOCAL_HEADER.size:
+                raise self._layout(info.filename)
+            (signature, version, flags, method, time, date, crc, compressed, size, name_length,
+             extra_length) = _LOCAL_HEADER.unpack(header)  # fmt: skip
+            handle.read(name_length)  # zipfile compares the name itself when it opens a member
+            extra = handle.read(extra_length)
+            year, month, day, hour, minute, second = info.date_time
+            if (
+                signature != _LOCAL_SIGNATURE
+                or version != info.extract_version
+                or flags != info.flag_bits
+                or method != info.compress_type
+                or date != ((year - 1980) << 9 | month << 5 | day)
+                or time != (hour << 11 | minute << 5 | second // 2)
+                or len(extra) != extra_length
+            ):
+                raise self._layout(info.filename)
+            zip64 = _zip64_sizes(extra)
+            if zip64 is not None:
+                size = zip64[0] if size == _ZIP64_LIMIT else size
+                compressed = zip64[1] if compressed == _ZIP64_LIMIT else compressed
+            end: int = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length
+            end += info.compress_size
+            if flags & _USES_DESCRIPTOR:
+                # The header's CRC and sizes are zero (APPNOTE 4.4.4); the descriptor after
+                # the data holds them, 8-byte sizes when the header has a ZIP64 field.
+                if (crc, compressed, size) != (0, 0, 0):
+                    raise self._layout(info.filename)
+                shape = struct.Struct("<IQQ" if zip64 is not None else "<III")
+                handle.seek(end)
+                record = handle.read(4 + shape.size)
+                if record[:4] == _DESCRIPTOR_SIGNATURE:
+                    record = record[4:]
+                    end += 4
+                if len(record) < shape.size:
+                    raise self._layout(info.filename)
+                crc, compressed, size = shape.unpack(record[: shape.size])
+                end += shape.size
+            if (crc, compressed, size) != (info.CRC, info.compress_size, info.file_size):
+                raise self._layout(info.filename)
+        except (OSError, struct.error):
+            raise self._layout(info.filename) from None
+        return end
+
+    def _check_fhir_member(self, name: str, resource_type: str) -> None:
+        """A `fhir/<Type>.ndjson` member: its checksum, and as many lines as the manifest
+        counts, each one resource of its type.
+
+        pbclients never reads these for data, so a line is not parsed: a document's or a
+        long note's resource may be far longer than a record line may be. Each line must
+        start as the writer starts every resource (`{"resourceType":"<Type>"`), checked
+        chunk by chunk, so memory stays bounded however long a line is.
+        """
+        start = b'{"resourceType":"' + resource_type.encode() + b'"'
+        head = bytearray()  # the first bytes of the current line, up to len(start)
+        lines = 0
+        for chunk in self.stream(name):
+            at = 0
+            while at < len(chunk):
+                end = chunk.find(b"\n", at)
+                stop = len(chunk) if end < 0 else end
+                if len(head) < len(start):
+                    head += chunk[at : min(stop, at + len(start) - len(head))]
+                if end < 0:
+                    break
+                lines += 1
+                if head != start:
+                    raise _invalid(
+                        self.path,
+                        f"has a malformed {name} (line {lines} is not a resource of type "
+                        f"{resource_type})",
+                    )
+                head.clear()
+                at = end + 1
+        if head:
+            raise _invalid(self.path, f"has a malformed {name} (its last line is cut off)")
+        expected = self.fhir.get(resource_type)
+        if lines != expected:
+            raise _invalid(
+                self.path,
+                f"holds {lines} {resource_type} resources in {name} where its manifest says "
+                f"{expected}",
+            )
 
     def json(self, name: str) -> Any:
         data = self.read(name)
@@ -350,7 +529,12 @@ class BackupArchive:
         names = self.archive.namelist()
         if len(names) != len(set(names)) or set(names) != {*self.members, MANIFEST}:
             raise _invalid(path, "holds other members than its manifest lists")
+        self._check_layout()
         for name in self.members:
+            resource_type = fhir_type(name)
+            if resource_type is not None:
+                self._check_fhir_member(name, resource_type)
+                continue
             for _chunk in self.stream(name):
                 pass
         self.profile()
@@ -415,6 +599,7 @@ class BackupArchive:
             created_at=str(manifest["created_at"]),
             counts=counts,
             members=self.members,
+            fhir=dict(self.fhir),
         )
 
 
@@ -464,6 +649,23 @@ def open_backup(path: Path) -> Iterator[BackupArchive]:
             opened = BackupArchive(path, handle, archive, manifest)
             opened.check_sizes()
             yield opened
+
+
+def _zip64_sizes(extra: bytes) -> tuple[int, int] | None:
+    """(size, compressed size) from a local header's ZIP64 extra field, if it has one.
+
+    A local header's ZIP64 field holds both sizes (APPNOTE 4.5.3); zipfile writes it with
+    zeros when a data descriptor follows."""
+    at = 0
+    while at + 4 <= len(extra):
+        kind, length = struct.unpack("<HH", extra[at : at + 4])
+        if kind == _ZIP64_EXTRA:
+            if length < 16:
+                return None
+            size, compressed = struct.unpack("<QQ", extra[at + 4 : at + 20])
+            return size, compressed
+        at += 4 + length
+    return None
 
 
 def _handle_sha256(handle: IO[bytes]) -> str:

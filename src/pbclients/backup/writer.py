@@ -5,7 +5,9 @@ hard-linked to its final name (which never replaces an existing file) and the
 folder fsynced, so a crash leaves either no backup or a complete one. It is
 then read back and checked before anyone relies on it (`write_verified_backup`).
 `content_digest` hashes what a backup written now would hold, writing nothing,
-so deletion can tell a client changed after its backup.
+so deletion can tell a client changed after its backup. The `fhir/` members are
+left out of that digest: they are computed from the other members and the
+backup's own time, so they change exactly when those do.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import re
 import secrets
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,7 +42,9 @@ from pbclients.backup.archive import (
     PROGRAMS,
     BackupInvalid,
     backup_name,
+    document_url,
     encode_row,
+    fhir_member,
     json_bytes,
     json_line,
     member_for_document,
@@ -48,6 +53,7 @@ from pbclients.backup.archive import (
 from pbclients.backup.reader import verify_backup
 from pbclients.db import is_sqlite, reading
 from pbclients.errors import BackupFailed, UnknownClient
+from pbclients.fhir import FHIR_VERSION, bulk, mapping
 from pbclients.models import RECORD_MODELS, AuditEvent, Client, Enrolment, Program
 
 # What `write_backup` names a file while it writes it (see `remove_stale_temporaries`).
@@ -298,8 +304,11 @@ def write_backup(session: Session, client_id: int, folder: Path, now: datetime) 
             sink = _HashingSink(raw)
             with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as archive:  # type: ignore[call-overload]
                 writer = _ArchiveWriter(archive, now)
-                counts = _write_members(session, client_id, writer)
-                _write_manifest(session, writer, client_id, now, counts)
+                files: dict[int, mapping.FileReference] = {}
+                counts = _write_members(session, client_id, writer, files)
+                content = _digest_of(writer.members)
+                fhir = _write_fhir(session, client_id, writer, now, files)
+                _write_manifest(session, writer, client_id, now, counts, fhir)
             raw.flush()
             os.fsync(raw.fileno())
         faults.checkpoint("backup.temp-written")
@@ -315,12 +324,20 @@ def write_backup(session: Session, client_id: int, folder: Path, now: datetime) 
     except BaseException:
         _remove_quietly(temporary)
         raise
-    return BackupFile(path, sink.digest.hexdigest(), counts, client_id, _digest_of(writer.members))
+    return BackupFile(path, sink.digest.hexdigest(), counts, client_id, content)
 
 
 def _write_members(
-    session: Session, client_id: int, writer: _ArchiveWriter | _DigestWriter
+    session: Session,
+    client_id: int,
+    writer: _ArchiveWriter | _DigestWriter,
+    files: dict[int, mapping.FileReference] | None = None,
 ) -> dict[str, int]:
+    """Every member but the FHIR ones and the manifest; records per kind.
+
+    `files` (when given) receives, per document id, where its file went with its size and
+    SHA-1, for the FHIR members written after these.
+    """
     client_table = table_of(Client)
     profile = session.execute(select(client_table).where(client_table.c.id == client_id)).one()
     writer.add(PROFILE, json_bytes(encode_row(client_table, profile._mapping)))
@@ -340,7 +357,7 @@ def _write_members(
             lines = []
             for row in session.execute(query):
                 data = encode_row(table, row._mapping)
-                data.update(_write_document(session, table, writer, data))
+                data.update(_write_document(session, table, writer, data, files))
                 lines.append(json_line(data))
             writer.add(f"records/{kind}.jsonl", b"".join(lines))
             counts[kind] = len(lines)
@@ -383,8 +400,85 @@ def _write_members(
     return counts
 
 
+def _write_fhir(
+    session: Session,
+    client_id: int,
+    writer: _ArchiveWriter,
+    now: datetime,
+    files: Mapping[int, mapping.FileReference],
+) -> dict[str, int]:
+    """The client's FHIR resources, one `fhir/<Type>.ndjson` member per type it has, as
+    `export --format fhir` maps them; resources per type.
+
+    Mapped as of the backup's own time `now` (an appointment is booked or fulfilled
+    relative to it), so the members follow from the rest of the archive alone. Records
+    are streamed kind by kind, and a document's resource refers to the member its file
+    was just written to (`files`) instead of reading the file again.
+    """
+    clients = table_of(Client)
+    client = dict(
+        session.execute(select(clients).where(clients.c.id == client_id)).mappings().one()
+    )
+    enrolments = table_of(Enrolment)
+    programs = table_of(Program)
+    used = select(enrolments.c.program_id).where(enrolments.c.client_id == client_id)
+    context = mapping.ClientContext(
+        client["status"],
+        now,
+        {
+            int(row["id"]): dict(row)
+            for row in session.execute(select(programs).where(programs.c.id.in_(used))).mappings()
+        },
+    )
+    resources = mapping.client_resources(
+        client, _FhirRecords(session, client_id), context, lambda row: files[int(row["id"])]
+    )
+    written: dict[str, int] = {}
+    # client_resources yields type after type, so each type is one run: one member.
+    for resource_type, run in itertools.groupby(resources, key=lambda r: r["resourceType"]):
+        number = 0
+        with writer.stream(fhir_member(resource_type)) as write:
+            for resource in run:
+                write(bulk.ndjson_line(resource))
+                number += 1
+        written[resource_type] = number
+    return written
+
+
+class _FhirRecords(Mapping[str, Iterable[Mapping[str, Any]]]):
+    """One client's rows of each kind FHIR maps, queried only when the mapping reaches that
+    kind and streamed; file bytes are left out (the archive holds them already)."""
+
+    def __init__(self, session: Session, client_id: int) -> None:
+        self._session = session
+        self._client_id = client_id
+
+    def __getitem__(self, kind: str) -> Iterable[Mapping[str, Any]]:
+        if kind not in mapping.RESOURCE_OF_KIND:
+            raise KeyError(kind)
+        table = table_of(RECORD_MODELS[kind])
+        query = (
+            select(*(c for c in table.columns if not _is_binary(c)))
+            .where(table.c.client_id == self._client_id)
+            .order_by(table.c.id)
+            .execution_options(yield_per=500)
+        )
+        return (dict(row) for row in self._session.execute(query).mappings())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(mapping.RESOURCE_OF_KIND)
+
+    def __len__(self) -> int:
+        return len(mapping.RESOURCE_OF_KIND)
+
+
 def _write_manifest(
-    session: Session, writer: _ArchiveWriter, client_id: int, now: datetime, counts: dict[str, int]
+    session: Session,
+    writer: _ArchiveWriter,
+    client_id: int,
+    now: datetime,
+    counts: dict[str, int],
+    fhir: dict[str, int],
 ) -> None:
     manifest = {
         "format": FORMAT,
@@ -394,6 +488,9 @@ def _write_manifest(
         "client_id": client_id,
         "created_at": clock.iso(now),
         "counts": counts,
+        # What the fhir/ members hold, per type (a reader checks these against the
+        # record counts and the members' lines).
+        "fhir": {"version": FHIR_VERSION, "counts": fhir},
         "members": dict(sorted(writer.members.items())),
         # What each member decompresses to: a reader's cap, so a crafted archive cannot
         # make it decompress more than the writer wrote.
@@ -408,13 +505,21 @@ def _is_binary(column: Any) -> bool:
 
 
 def _write_document(
-    session: Session, table: Table, writer: _ArchiveWriter | _DigestWriter, data: dict[str, Any]
+    session: Session,
+    table: Table,
+    writer: _ArchiveWriter | _DigestWriter,
+    data: dict[str, Any],
+    files: dict[int, mapping.FileReference] | None = None,
 ) -> dict[str, Any]:
     """Store one document's bytes as its own member (one document in memory at a time)."""
     content = session.execute(select(table.c.content).where(table.c.id == data["id"])).scalar_one()
     content = bytes(content)
     name = member_for_document(int(data["id"]), str(data["filename"]))
     writer.add(name, content)
+    if files is not None:
+        files[int(data["id"])] = mapping.FileReference(
+            document_url(name), len(content), hashlib.sha1(content).digest()
+        )
     return {"content_member": name, "content_sha256": writer.members[name]}
 
 

@@ -132,6 +132,25 @@ class ClientContext:
     programs: Mapping[int, Row]
 
 
+@dataclass(frozen=True)
+class FileReference:
+    """A document's file kept beside its resource rather than inline: a backup's member.
+
+    `url` is where the file is, relative to the NDJSON file that holds the resource;
+    `size` and `sha1` (the raw digest) are the file's, so a reader can check what it finds
+    there. A backup already holds every file byte for byte: inline base64 would store it
+    twice and make one resource line as large as the file.
+    """
+
+    url: str
+    size: int
+    sha1: bytes
+
+
+# What a document's resource is given: its file's bytes (inline), or where the file is.
+DocumentContent = bytes | bytearray | memoryview | FileReference
+
+
 def resource_id(kind: str, record_id: int) -> str:
     """A record's resource id: `appointment-7`, `session-note-3`... (unique within its type;
     a client's Patient is `client-<id>`)."""
@@ -307,9 +326,14 @@ def questionnaire_response(row: Row) -> Resource:
     return resource
 
 
-def document_reference(row: Row, content: bytes | bytearray | memoryview) -> Resource:
-    """An uploaded file -> DocumentReference with the file inline as an attachment."""
-    attachment = _attachment(bytes(content), _content_type(row.get("content_type")))
+def document_reference(row: Row, content: DocumentContent) -> Resource:
+    """An uploaded file -> DocumentReference with the file as an attachment: inline (the
+    bytes), or by `url` to where it is kept (a FileReference), with its size and hash."""
+    content_type = _content_type(row.get("content_type"))
+    if isinstance(content, FileReference):
+        attachment = _attachment_at(content, content_type)
+    else:
+        attachment = _attachment(bytes(content), content_type)
     if title := _text(row.get("filename")):
         attachment["title"] = title
     uploaded = clock.iso(_moment(row["uploaded_at"]))
@@ -375,7 +399,7 @@ def note_reference(kind: str, row: Row) -> Resource:
 
 
 def map_record(
-    kind: str, row: Row, context: ClientContext, content: bytes | memoryview | None = None
+    kind: str, row: Row, context: ClientContext, content: DocumentContent | None = None
 ) -> Resource | None:
     """The resource for one record of `kind`, or None for a kind in NOT_EXPORTED.
 
@@ -409,7 +433,7 @@ def client_resources(
     client: Row,
     records: Mapping[str, Iterable[Row]],
     context: ClientContext,
-    content: Callable[[Row], bytes | memoryview],
+    content: Callable[[Row], DocumentContent],
 ) -> Iterator[Resource]:
     """Every resource of one client: the Patient, then each exported kind, type by type.
 
@@ -456,6 +480,15 @@ def _attachment(data: bytes, content_type: str) -> Resource:
     if len(data) <= MAX_INT:
         attachment["size"] = len(data)
     attachment["hash"] = base64.b64encode(hashlib.sha1(data).digest()).decode("ascii")
+    return attachment
+
+
+def _attachment_at(file: FileReference, content_type: str) -> Resource:
+    """An attachment by reference: where the file is, its size and its SHA-1 (base64)."""
+    attachment: Resource = {"contentType": content_type, "url": file.url}
+    if file.size <= MAX_INT:
+        attachment["size"] = file.size
+    attachment["hash"] = base64.b64encode(file.sha1).decode("ascii")
     return attachment
 
 
