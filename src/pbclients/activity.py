@@ -196,12 +196,19 @@ class Age:
         A day that does not exist in the target month is clamped to its last day: 6m
         before 31 August is 28 (or 29) February, 1y before 29 February is 28 February.
         """
+        return self._shifted(moment, -1)
+
+    def after(self, moment: datetime) -> datetime:
+        """The moment this age after `moment` (`--at +30d`), clamped as `before` is."""
+        return self._shifted(moment, 1)
+
+    def _shifted(self, moment: datetime, sign: int) -> datetime:
         if self.unit is AgeUnit.DAYS:
-            return moment - timedelta(days=self.count)
+            return moment + sign * timedelta(days=self.count)
         if self.unit is AgeUnit.WEEKS:
-            return moment - timedelta(weeks=self.count)
+            return moment + sign * timedelta(weeks=self.count)
         months = self.count * (12 if self.unit is AgeUnit.YEARS else 1)
-        index = moment.year * 12 + (moment.month - 1) - months
+        index = moment.year * 12 + (moment.month - 1) + sign * months
         year, month = divmod(index, 12)
         day = min(moment.day, calendar.monthrange(year, month + 1)[1])
         return moment.replace(year=year, month=month + 1, day=day)

@@ -101,7 +101,10 @@ def apply(
             actor=change.actor,
             reason=change.reason,
             at=change.at,
+            origin=change.origin,
         )
+        if change.also:
+            change.also(session, batch_id)
     return Batch(plan.action, results, plan.detail, batch_id)
 
 

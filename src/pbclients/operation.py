@@ -25,14 +25,17 @@ rendering and the undo hint are written once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pbclients import clock
 from pbclients.results import ChangeResult, Consequences, Outcome
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -54,6 +57,15 @@ class Action(StrEnum):
     UNDO = "undo"
     SET_LIMIT = "plan.set_limit"
     SET_RETENTION = "plan.set_retention"
+    HOLD = "hold"
+    RELEASE = "release"
+    PRUNE = "prune"
+    SET_RECORD_RETENTION = "plan.set_record_retention"
+    SET_TIMEZONE = "plan.set_timezone"
+    SET_BACKUP_KEY = "plan.set_backup_key_file"
+    SCHEDULE = "schedule"
+    CANCEL_SCHEDULE = "schedule.cancel"
+    SET_POLICY = "policy.set"
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,12 @@ class Change:
     actor: str
     reason: str | None = None
     at: datetime = field(default_factory=clock.now)
+    # Where a change comes from when nobody typed it just now (a schedule, the
+    # automation policy); merged into the detail of each of its audit events.
+    origin: Mapping[str, Any] | None = None
+    # Work that must commit or roll back with the change itself, given the session and
+    # the batch id: `run-due` marks a schedule done in the same transaction.
+    also: Callable[[Session, str], None] | None = None
 
 
 @dataclass(frozen=True)

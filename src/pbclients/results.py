@@ -13,6 +13,7 @@ class Outcome(StrEnum):
     SKIPPED = "skipped"
     PLANNED = "planned"
     EXPORTED = "exported"
+    SCHEDULED = "scheduled"
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import typer
 
 from pbclients.cli.common import read_input, reporting, source_name
 from pbclients.cli.options import (
+    AtOption,
     ClientsArgument,
     ColumnOption,
     CsvOption,
@@ -28,6 +29,7 @@ from pbclients.errors import UsageError
 from pbclients.policy import Status
 
 if TYPE_CHECKING:
+    from pbclients.cli.run import Wording
     from pbclients.limits import MaxChanges
     from pbclients.operation import Batch, NoDetail, Plan
     from pbclients.results import Consequences
@@ -125,30 +127,46 @@ def _change_status(
     output: OutputFormat,
     max_changes: MaxChanges | None,
     inactive_for: str | None = None,
+    at: str | None = None,
 ) -> None:
     with reporting(ctx) as app:
         from pbclients import lifecycle
-        from pbclients.cli.run import Wording, carry_out
+        from pbclients.cli.run import carry_out
+        from pbclients.cli.timing import carry_out_later, due_time
 
         selection, stdin_used = build_selection(
             clients, csv_file, column, ids_from, program, skip_unknown, encoding, inactive_for
         )
         engine = app.engine()
-        verb = "activate" if target is Status.ACTIVE else "deactivate"
+        due = due_time(engine, at) if at is not None else None
         # The consequences are only for the confirmation prompt.
         asks = not (yes or dry_run)
         plan = lifecycle.preview(
             engine, lifecycle.StatusChange(selection, target), with_consequences=asks
         )
-        wording: Wording[NoDetail] = Wording(
-            question=lambda plan: _question(plan, verb, target),
-            summary=lambda outcome, dry_run: _summary(outcome, verb, dry_run=dry_run),
-        )
+        if due is not None:
+            carry_out_later(
+                app, engine, plan, status_wording(target), due,
+                output=output, yes=yes, dry_run=dry_run, reason=reason, stdin_used=stdin_used,
+                max_changes=max_changes,
+            )  # fmt: skip
+            return
         carry_out(
-            app, engine, plan, lifecycle.apply, wording,
+            app, engine, plan, lifecycle.apply, status_wording(target),
             output=output, yes=yes, dry_run=dry_run, reason=reason, stdin_used=stdin_used,
             max_changes=max_changes,
         )  # fmt: skip
+
+
+def status_wording(target: Status) -> Wording[NoDetail]:
+    """How activate/deactivate speak: their question and summary (also `browse`'s)."""
+    from pbclients.cli.run import Wording
+
+    verb = "activate" if target is Status.ACTIVE else "deactivate"
+    return Wording(
+        question=lambda plan: _question(plan, verb, target),
+        summary=lambda outcome, dry_run: _summary(outcome, verb, dry_run=dry_run),
+    )
 
 
 def _question(plan: Plan[NoDetail], verb: str, target: Status) -> str:
@@ -197,6 +215,7 @@ def deactivate(
     reason: ReasonOption = None,
     output: FormatOption = OutputFormat.TABLE,
     max_changes: MaxChangesOption = None,
+    at: AtOption = None,
 ) -> None:
     """Pause portal access for clients; their records stay intact and editable.
 
@@ -209,12 +228,13 @@ def deactivate(
         pbclients deactivate --csv ended.csv --dry-run
         pbclients list --program Reset --format ids | pbclients deactivate --ids-from - --yes
         pbclients deactivate --inactive-for 180d --max-changes 50 --dry-run
+        pbclients deactivate --program Reset --at 2026-12-31 --reason "program ends"
     """
     _change_status(
         ctx, Status.DEACTIVATED, clients=clients, csv_file=csv_file, column=column,
         ids_from=ids_from, program=program, skip_unknown=skip_unknown, encoding=encoding,
         yes=yes, dry_run=dry_run, reason=reason, output=output, max_changes=max_changes,
-        inactive_for=inactive_for,
+        inactive_for=inactive_for, at=at,
     )  # fmt: skip
 
 
@@ -232,6 +252,7 @@ def activate(
     reason: ReasonOption = None,
     output: FormatOption = OutputFormat.TABLE,
     max_changes: MaxChangesOption = None,
+    at: AtOption = None,
 ) -> None:
     """Resume portal access for deactivated clients, exactly as it was.
 
@@ -242,9 +263,11 @@ def activate(
     Example:
         pbclients activate 12
         pbclients activate --ids-from returning.txt --reason "new season" --yes
+        pbclients activate 12 --at +14d
     """
     _change_status(
         ctx, Status.ACTIVE, clients=clients, csv_file=csv_file, column=column,
         ids_from=ids_from, program=program, skip_unknown=skip_unknown, encoding=encoding,
         yes=yes, dry_run=dry_run, reason=reason, output=output, max_changes=max_changes,
+        at=at,
     )  # fmt: skip

@@ -56,8 +56,7 @@ def purge(
     Example:
         pbclients purge --dry-run
         pbclients purge --yes
-        # crontab: every night at 03:15
-        15 3 * * * pbclients --db /srv/practice.db purge --yes
+        # in cron, prefer `pbclients run-due`: schedules, policy, then this purge
     """
     with reporting(ctx) as app:
         from pbclients import clock
@@ -68,10 +67,15 @@ def purge(
         if dry_run:
             plan = purging.preview(engine, clock.now())
             count = plural(plan.changing, "client")
+            held = (
+                f" {plural(plan.detail.held, 'client')} past retention kept under legal hold."
+                if plan.detail.held
+                else ""
+            )
             render_batch(
                 plan,
                 output or OutputFormat.TABLE,
-                f"Dry run: would purge {count} permanently; nothing was written.",
+                f"Dry run: would purge {count} permanently; nothing was written.{held}",
             )
             warn_cap(engine, plan.changing, max_changes)
             return
@@ -94,8 +98,15 @@ def purge(
                     f"Purged {plural(batch.changing, 'client')} permanently (batch "
                     f"{batch.batch_id}); the audit trail keeps their ids and backup checksums."
                 )
+            elif batch.detail.held:
+                summary = "Nothing to purge."
             else:
                 summary = "Nothing to purge: no deleted client is past its retention period."
+            if batch.detail.held:
+                summary += (
+                    f" {plural(batch.detail.held, 'client')} past retention kept under legal "
+                    "hold (see `pbclients list --held`)."
+                )
             render_batch(batch, output or OutputFormat.TABLE, summary)
 
 

@@ -106,6 +106,16 @@ EncodingOption = Annotated[
         rich_help_panel=SELECTION,
     ),
 ]
+AtOption = Annotated[
+    str | None,
+    typer.Option(
+        "--at",
+        metavar="WHEN",
+        help="Do it later instead: a date (midnight in the practice's time zone, see "
+        "`plan --set-timezone`), a date-time, or +30d; `pbclients run-due` carries it out.",
+        show_default=False,
+    ),
+]
 YesOption = Annotated[
     bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (for scripts).")
 ]

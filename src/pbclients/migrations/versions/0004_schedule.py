@@ -28,6 +28,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("actor", sa.String(), nullable=False),
         sa.Column("reason", sa.String(), nullable=True),
+        sa.Column("backup_dir", sa.String(), nullable=True),
         sa.Column("state", sa.String(), nullable=False),
         sa.Column("batch_id", sa.String(), nullable=True),
         sa.Column("finished_at", sa.DateTime(), nullable=True),
