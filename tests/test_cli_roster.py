@@ -30,7 +30,7 @@ from tests.helpers import (
 LIST_KEYS = [
     "id", "email", "first_name", "last_name", "status", "programs",
     "created_at", "deactivated_at", "deleted_at", "purge_after", "days_until_purge",
-    "last_activity",
+    "last_activity", "held", "hold",
 ]  # fmt: skip
 CONTRACT_KEYS = {
     "id", "email", "first_name", "last_name", "status", "programs",
@@ -65,6 +65,8 @@ def listed(client_id, email, first, last, status="active", programs=(), **times)
         "days_until_purge": times.get("days_until_purge"),
         # Nothing since joining but for Ana, whose latest record is a message a day ago.
         "last_activity": times.get("last_activity", times.get("created_at", SETUP)),
+        "held": False,
+        "hold": None,
     }
 
 
@@ -500,18 +502,19 @@ def test_list_csv_has_the_same_fields_as_columns(cli, mixed):
     run = cli("list", "--status", "all", "--format", "csv")
     assert run.exit_code == 0, run.stderr
     rows = list(csv.reader(io.StringIO(run.stdout)))
-    assert rows[0] == LIST_KEYS
+    # The hold's details are in --format json; CSV says whether a client is held.
+    assert rows[0] == [key for key in LIST_KEYS if key != "hold"]
     assert rows[1:] == [
         ["1", "ana@example.org", "Ana", "Silva", "active", "Spring Reset", SETUP, "", "", "", "",
-         "2026-11-25T09:00:00Z"],
+         "2026-11-25T09:00:00Z", "False"],
         ["2", "ben@example.org", "Ben", "Okafor", "deactivated", "Spring Reset", SETUP,
-         "2026-11-20T10:00:00Z", "", "", "", SETUP],
+         "2026-11-20T10:00:00Z", "", "", "", SETUP, "False"],
         ["3", "chloe@example.org", "Chloe", "Nguyen", "active", "Sleep Foundations", SETUP,
-         "", "", "", "", SETUP],
+         "", "", "", "", SETUP, "False"],
         ["4", "dev@example.org", "Dev", "Schmidt", "deleted", "", SETUP, "",
-         "2026-11-16T09:00:00Z", "2026-12-16T09:00:00Z", "20", SETUP],
+         "2026-11-16T09:00:00Z", "2026-12-16T09:00:00Z", "20", SETUP, "False"],
         ["5", "elif@example.org", "Elif", "Haddad", "active", "Sleep Foundations", SETUP,
-         "", "", "", "", SETUP],
+         "", "", "", "", SETUP, "False"],
     ]  # fmt: skip
 
 

@@ -23,7 +23,8 @@ TABLES = [
     "audit_event", "client", "program", "schedule", "setting", "undo_record", "appointment",
     "document",
     "enrolment",
-    "form_request", "journal_entry", "message", "notification", "payment_method", "protocol",
+    "form_request", "journal_entry", "legal_hold", "message", "notification", "payment_method",
+    "protocol",
     "session_note", "payment_plan",
 ]  # fmt: skip
 

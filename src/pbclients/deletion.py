@@ -30,6 +30,7 @@ from sqlalchemy import ColumnElement, CursorResult, Engine, update
 from sqlmodel import Session, col, select
 
 from pbclients import audit, clock, faults, settings
+from pbclients.backup.keys import Keyring, practice_keyring
 from pbclients.backup.writer import (
     content_digest,
     kept_note,
@@ -37,7 +38,8 @@ from pbclients.backup.writer import (
     write_verified_backup,
 )
 from pbclients.db import load_ids, reading, writing
-from pbclients.errors import BackupFailed, UsageError
+from pbclients.errors import BackupFailed, TransitionNotAllowed, UsageError
+from pbclients.holds import held_ids, held_message
 from pbclients.lifecycle import consequences
 from pbclients.models import Client
 from pbclients.operation import Action, Batch, Change, Plan, ProgressCallback, carried_out
@@ -73,6 +75,7 @@ def preview(engine: Engine, request: Deletion) -> Plan[DeleteDetail]:
     with reading(engine) as session:
         results = _decide(session, request.selection, request.deactivated_before)
         changing = [r.client_id for r in results if r.outcome is Outcome.PLANNED and r.client_id]
+        _refuse_held(session, changing, now)
         retention_days = _retention(session)
         detail = DeleteDetail(
             retention_days,
@@ -100,23 +103,33 @@ def apply(
     """
     faults.checkpoint("delete.selected")
     todo = [r for r in plan.results if r.outcome is Outcome.PLANNED and r.client_id is not None]
+    if todo:
+        # Before any backup is written: a hold placed since the plan stops it all.
+        with reading(engine) as session:
+            _refuse_held(session, [int(r.client_id or 0) for r in todo], change.at)
     purge_after = change.at + timedelta(days=plan.detail.retention_days)
     if not todo:
         detail = replace(plan.detail, purge_after=purge_after, seats_freed=0)
         return Batch(plan.action, plan.results, detail)
+    # An unusable backup key stops the command here (exit 4), before any backup is written.
+    keyring = practice_keyring(engine)
     folder = prepare_folder(plan.detail.backup_dir)
-    backups = _write_backups(engine, todo, folder, change.at, on_progress)
+    backups = _write_backups(engine, todo, folder, change.at, on_progress, keyring)
     faults.checkpoint("delete.after-backups")
 
     batch_id = audit.new_batch_id()
     with writing(engine) as session:
         in_batch = col(Client.id).in_(select(load_ids(session, backups.files).c.id))
         _check_unchanged(session, in_batch, todo, backups)
+        # Again under the write lock: a hold placed while the backups were written wins.
+        _refuse_held(session, list(backups.files), change.at)
         faults.checkpoint("delete.checked")
         _mark_deleted(session, in_batch, backups, change.at, purge_after)
         faults.checkpoint("delete.state-changed")
         _record(session, todo, backups, batch_id, change)
         faults.checkpoint("delete.audited")
+        if change.also:
+            change.also(session, batch_id)
     faults.checkpoint("delete.committed")
     results = [
         _with_backup(r, backups.files[r.client_id]) if r.client_id in backups.files else r
@@ -138,6 +151,13 @@ def delete_clients(
     """Preview and apply at once, for callers that confirm nothing (tests, scripts)."""
     plan = preview(engine, Deletion(selection, backup_dir, deactivated_before))
     return apply(engine, plan, change, on_progress=on_progress)
+
+
+def _refuse_held(session: Session, client_ids: list[int], now: datetime) -> None:
+    """Refuse (exit 3, naming them) to delete clients under legal hold."""
+    held = held_ids(session, client_ids, now)
+    if held:
+        raise TransitionNotAllowed(held_message(held, "deleted"))
 
 
 def _retention(session: Session) -> int:
@@ -238,14 +258,16 @@ def _write_backups(
     folder: Path,
     at: datetime,
     on_progress: ProgressCallback | None,
+    keyring: Keyring | None = None,
 ) -> _Backups:
     """A verified backup of every client, one at a time (each client's records are
-    streamed into its archive, so memory does not grow with the selection)."""
+    streamed into its archive, so memory does not grow with the selection), encrypted
+    to the practice's key when it has one."""
     backups = _Backups({}, [])
     for done, result in enumerate(todo, start=1):
         client_id = int(result.client_id or 0)
         try:
-            backup = write_verified_backup(engine, client_id, folder, at)
+            backup = write_verified_backup(engine, client_id, folder, at, keyring)
         except BackupFailed as error:
             raise backups.failed(str(error)) from None
         backups.files[client_id] = _Kept(str(backup.path), backup.sha256, backup.content)
@@ -334,6 +356,7 @@ def _record(
         actor=change.actor,
         reason=change.reason,
         at=change.at,
+        origin=change.origin,
     )
 
 

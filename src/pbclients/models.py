@@ -216,6 +216,9 @@ class AuditEvent(SQLModel, table=True):
     batch_id: str = Field(index=True)
     reason: str | None = None
     detail: str | None = Field(default=None, sa_type=Text)  # JSON: backup path and sha256
+    # SHA-256 of `reason`, which is what the chain covers: purge erases the reason of its
+    # client's events (the text may name them) and keeps this, so the trail still verifies.
+    reason_sha256: str | None = None
     prev_hash: str
     hash: str
 
@@ -256,9 +259,30 @@ class Schedule(SQLModel, table=True):
     created_at: datetime = _when()
     actor: str
     reason: str | None = None
+    # Where a scheduled deletion writes its backups (absolute, fixed when scheduled).
+    backup_dir: str | None = None
     state: str = "pending"  # pending, done or cancelled
     batch_id: str | None = None
     finished_at: datetime | None = _when(nullable=True)
+
+
+class LegalHold(SQLModel, table=True):
+    """A client under legal hold: never deleted, purged or touched by an automatic rule.
+
+    One row per held client, removed on release: the row is the hold in force, and the
+    audit trail (hold and release events) is its history. `until` is the moment the
+    hold ends by itself (NULL: until released); a row whose `until` has passed holds
+    nothing, and purge removes it with its client. The reason is free text that may
+    name the client, which is why it lives here and goes with the client.
+    """
+
+    __tablename__ = "legal_hold"
+
+    client_id: int = Field(foreign_key="client.id", primary_key=True)
+    reason: str = Field(sa_type=Text)
+    held_at: datetime = _when()
+    until: datetime | None = _when(nullable=True)
+    actor: str
 
 
 # Every kind of record a client has, in the order a restore must insert them

@@ -6,10 +6,10 @@ the CLI never holds a session or builds a query.
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from dataclasses import dataclass
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, false, func, or_
 from sqlmodel import Session, col, select
@@ -22,6 +22,10 @@ from pbclients.errors import UnknownClient
 from pbclients.models import RECORD_MODELS, Appointment, Client, Enrolment, Program
 from pbclients.policy import Status
 from pbclients.selection import Inactivity, can_match, find_program, parse_client_id, shorten
+
+if TYPE_CHECKING:
+    # Imported lazily at run time: holds builds on audit, which reads clients through here.
+    from pbclients.holds import Hold
 
 PAGE = 2_000
 
@@ -36,6 +40,8 @@ class ClientFilter:
     limit: int | None = None
     # --inactive-for: only clients inactive since the cutoff (an upcoming appointment exempts).
     inactive: Inactivity | None = None
+    # --held: only clients under legal hold at this moment.
+    held_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,8 @@ class ClientSummary:
     purge_after: datetime | None
     # Filled in when asked for (`show`, `list --format json|csv`), a page at a time.
     last_activity: datetime | None = None
+    # The legal hold in force (pbclients.holds.Hold), or None.
+    hold: Hold | None = None
 
     def days_until_purge(self, now: datetime) -> int | None:
         if self.purge_after is None:
@@ -72,6 +80,8 @@ class ClientSummary:
             "purge_after": iso(self.purge_after),
             "days_until_purge": self.days_until_purge(now),
             "last_activity": iso(self.last_activity),
+            "held": self.hold is not None,
+            "hold": None if self.hold is None else self.hold.as_record(),
         }
 
 
@@ -158,12 +168,7 @@ def iter_clients(
             ).all()
             if not page:
                 return
-            ids = [int(client.id or 0) for client in page]
-            programs = _program_names(session, ids)
-            latest = {} if activity_at is None else last_activity(session, ids, activity_at)
-            for client in page:
-                client_id = int(client.id or 0)
-                yield _summary(client, programs.get(client_id, []), latest.get(client_id))
+            yield from _summaries(session, page, activity_at)
             last_id = int(page[-1].id or 0)
             if remaining is not None:
                 remaining -= len(page)
@@ -196,7 +201,38 @@ def _filtered(session: Session, query: Any, where: ClientFilter) -> Any:
         query = query.where(col(Client.id).in_(enrolled))
     if where.inactive is not None:
         query = query.where(inactive_since(where.inactive.cutoff, where.inactive.now))
+    if where.held_at is not None:
+        from pbclients.holds import held_clause
+
+        query = query.where(held_clause(Client.id, where.held_at))
     return query
+
+
+def _summaries(
+    session: Session, page: Sequence[Client], activity_at: datetime | None
+) -> list[ClientSummary]:
+    """A page of clients with their programs, holds and (if asked) last activity, in a
+    few queries a page, never one a client."""
+    if not page:
+        return []
+    ids = [int(client.id or 0) for client in page]
+    programs = _program_names(session, ids)
+    latest = {} if activity_at is None else last_activity(session, ids, activity_at)
+    held = _holds(session, ids, activity_at)
+    summaries = []
+    for client in page:
+        client_id = int(client.id or 0)
+        summary = _summary(client, programs.get(client_id, []), latest.get(client_id))
+        summaries.append(replace(summary, hold=held.get(client_id)) if held else summary)
+    return summaries
+
+
+def _holds(session: Session, ids: list[int], now: datetime | None) -> dict[int, Hold]:
+    """The holds in force among a page of clients: one query a page, never one a client."""
+    from pbclients import clock
+    from pbclients.holds import holds_of
+
+    return holds_of(session, ids, now or clock.now()) if ids else {}
 
 
 def _program_names(session: Session, client_ids: list[int]) -> dict[int, list[str]]:
@@ -299,11 +335,52 @@ def client_detail(engine: Engine, reference: str, now: datetime) -> ClientDetail
             for kind, model in RECORD_MODELS.items()
         }
         latest = last_activity(session, [client_id], now).get(client_id)
+        hold = _holds(session, [client_id], now).get(client_id)
     return ClientDetail(
-        summary=_summary(client, sorted(e.program for e in enrolments), latest),
+        summary=replace(_summary(client, sorted(e.program for e in enrolments), latest), hold=hold),
         phone=client.phone,
         capabilities=policy.capabilities(status),
         appointments=appointments,
         enrolments=enrolments,
         counts=counts,
     )
+
+
+# --- pages for `browse`: a screenful at a time, never the whole roster ------------------------
+
+
+def client_page(
+    engine: Engine,
+    where: ClientFilter,
+    *,
+    offset: int = 0,
+    after_id: int | None = None,
+    limit: int = 100,
+    activity_at: datetime | None = None,
+) -> list[ClientSummary]:
+    """One page of matching clients in id order, with programs (and last activity).
+
+    `after_id` continues from the client before the page (an index seek, as fast at the
+    millionth row as at the first); without it the page starts `offset` matches in, which
+    a jump to the end of the list needs and which costs a scan of the rows skipped.
+    """
+    with reading(engine) as session:
+        query = _filtered(session, select(Client), where).order_by(col(Client.id))
+        if after_id is not None:
+            query = query.where(col(Client.id) > after_id)
+        elif offset:
+            query = query.offset(offset)
+        return _summaries(session, session.exec(query.limit(limit)).all(), activity_at)
+
+
+def matching_ids(engine: Engine, where: ClientFilter) -> list[int]:
+    """The ids of every client the filter matches, in id order (ints only, no rows)."""
+    with reading(engine) as session:
+        query = _filtered(session, select(col(Client.id)), where).order_by(col(Client.id))
+        return [int(client_id) for client_id in session.exec(query)]
+
+
+def program_names(engine: Engine) -> list[str]:
+    """Every program's name, sorted case-insensitively (for a program picker)."""
+    with reading(engine) as session:
+        return sorted(session.exec(select(Program.name)).all(), key=str.casefold)

@@ -48,7 +48,7 @@ SCRIPT_LOCATION = "pbclients:migrations"
 # The newest revision in pbclients/migrations/versions. Every command checks the
 # database against it, so it is a constant here instead of loading Alembic each time;
 # a test checks it is Alembic's head (update it with each new migration).
-HEAD = "0004"
+HEAD = "0006"
 
 # The revision whose schema equals what pbclients made before it had migrations
 # (tables created straight from the models, no alembic_version table).

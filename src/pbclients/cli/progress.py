@@ -11,8 +11,11 @@ LARGE = 5_000
 
 
 @contextmanager
-def progress(total: int, label: str) -> Iterator[Callable[[int, int], None] | None]:
-    if total < LARGE or not sys.stderr.isatty():
+def progress(
+    total: int, label: str, *, large: int = LARGE
+) -> Iterator[Callable[[int, int], None] | None]:
+    """`large`: the least work worth a bar (verifying a backup is slow: a few files are)."""
+    if total < large or not sys.stderr.isatty():
         yield None
         return
     from rich.console import Console

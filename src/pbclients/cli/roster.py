@@ -39,6 +39,7 @@ from pbclients.policy import DESCRIPTIONS, Capability, Status
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from rich.console import RenderableType
     from sqlalchemy import Engine
 
     from pbclients.cli.common import AppState
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
 LIST_FIELDS = [
     "id", "email", "first_name", "last_name", "status", "programs",
     "created_at", "deactivated_at", "deleted_at", "purge_after", "days_until_purge",
-    "last_activity",
+    "last_activity", "held",
 ]  # fmt: skip
 
 
@@ -473,6 +474,13 @@ def list_clients(
             show_default=False,
         ),
     ] = None,
+    held: Annotated[
+        bool,
+        typer.Option(
+            "--held",
+            help="Only clients under legal hold (of every status unless --status is given).",
+        ),
+    ] = False,
     output: Annotated[
         ListFormat, typer.Option("--format", "-f", help="table, json, csv or ids (one ID a line).")
     ] = ListFormat.TABLE,
@@ -484,6 +492,7 @@ def list_clients(
         pbclients list --search silva --format json
         pbclients list --program "Spring Reset" --format ids > spring.txt
         pbclients list --inactive-for 6m --status active --format csv
+        pbclients list --held
     """
     with reporting(ctx) as app:
         from contextlib import closing
@@ -491,7 +500,10 @@ def list_clients(
         from pbclients import activity, clock, roster_view
         from pbclients.selection import Inactivity
 
-        if status is None:
+        if status is None and held:
+            # A held client pending purge is the one a hold is most often about.
+            statuses = tuple(Status)
+        elif status is None:
             statuses = roster_view.LISTED_BY_DEFAULT
         elif status is StatusFilter.ALL:
             statuses = tuple(Status)
@@ -503,7 +515,9 @@ def list_clients(
             if inactive_for is None
             else Inactivity(activity.inactive_cutoff(inactive_for, now), now)
         )
-        where = roster_view.ClientFilter(statuses, search, program, limit, inactive)
+        where = roster_view.ClientFilter(
+            statuses, search, program, limit, inactive, held_at=now if held else None
+        )
         engine = app.engine()
         if output is ListFormat.TABLE:
             _list_table(engine, where, now)
@@ -594,14 +608,22 @@ def show(
 
 
 def _show_table(detail: ClientDetail, now: datetime) -> None:
+    out = console()
+    for part in show_renderables(detail, now):
+        out.print(part)
+
+
+def show_renderables(detail: ClientDetail, now: datetime) -> list[RenderableType]:
+    """`show`'s table view as rich renderables, in order (`browse` shows the same file)."""
     from rich.table import Table
 
     from pbclients.clock import iso
 
-    out = console()
+    parts: list[RenderableType] = []
     s = detail.summary
-    out.print(literal(f"{s.first_name} {s.last_name}", style="bold") + plain(f"  (client {s.id})"))
-    out.print(plain(f"e-mail: {visible(s.email)}    phone: {visible(detail.phone or '-')}"))
+    heading = literal(f"{s.first_name} {s.last_name}", style="bold")
+    parts.append(heading + plain(f"  (client {s.id})"))
+    parts.append(plain(f"e-mail: {visible(s.email)}    phone: {visible(detail.phone or '-')}"))
     state_line = f"status: {visible(s.status)}"
     if s.deactivated_at and s.status == Status.DEACTIVATED:
         state_line += f" since {iso(s.deactivated_at)}"
@@ -610,8 +632,18 @@ def _show_table(detail: ClientDetail, now: datetime) -> None:
             f" on {iso(s.deleted_at)}; purged after {iso(s.purge_after)} "
             f"({s.days_until_purge(now)} days left)"
         )
-    out.print(plain(state_line))
-    out.print(plain(f"last activity: {(iso(s.last_activity) or '-')[:10]}"))
+    parts.append(plain(state_line))
+    if s.hold is not None:
+        until = f" until {iso(s.hold.until)}" if s.hold.until else " until released"
+        # The reason and actor are free text: literal, with control characters made visible.
+        parts.append(
+            plain(f"legal hold: held since {iso(s.hold.held_at)}{until} by ")
+            + literal(s.hold.actor)
+            + plain("; reason: ")
+            + literal(s.hold.reason)
+        )
+        parts.append(plain("It cannot be deleted or purged until the hold is released."))
+    parts.append(plain(f"last activity: {(iso(s.last_activity) or '-')[:10]}"))
 
     capabilities = Table(
         title="What this client can do now", box=None, pad_edge=False, title_justify="left"
@@ -621,11 +653,11 @@ def _show_table(detail: ClientDetail, now: datetime) -> None:
     for capability in Capability:
         allowed = detail.capabilities[capability.value]
         capabilities.add_row(literal(DESCRIPTIONS[capability]), literal("yes" if allowed else "no"))
-    out.print(capabilities)
+    parts.append(capabilities)
 
     blocked = [a for a in detail.appointments if a.telehealth and not a.client_can_join]
     if blocked:
-        out.print(
+        parts.append(
             plain(
                 f"Warning: {plural(len(blocked), 'upcoming telehealth session')} on the "
                 "calendar that this client cannot join while deactivated."
@@ -644,7 +676,7 @@ def _show_table(detail: ClientDetail, now: datetime) -> None:
                 literal(a.duration_minutes),
                 literal("yes" if a.telehealth else "no"),
             )
-        out.print(appointments)
+        parts.append(appointments)
     if detail.enrolments:
         enrolments = Table(
             title="Programs and packages", box=None, pad_edge=False, title_justify="left"
@@ -658,8 +690,8 @@ def _show_table(detail: ClientDetail, now: datetime) -> None:
                 literal(f"{e.progress_percent}%"),
                 literal(e.state),
             )
-        out.print(enrolments)
-    out.print(
+        parts.append(enrolments)
+    parts.append(
         plain(
             "records: "
             + ", ".join(
@@ -667,3 +699,4 @@ def _show_table(detail: ClientDetail, now: datetime) -> None:
             )
         )
     )
+    return parts
