@@ -31,6 +31,9 @@ def test_plan_json_unlimited(cli, practice):
         "deleted": 0,
         "available": None,
         "retention_days": 30,
+        "record_retention_years": 7,
+        "time_zone": "UTC",
+        "backup_key_file": None,
     }
 
 
@@ -47,6 +50,9 @@ def test_plan_counts_deactivated_but_not_deleted(cli, practice, engine):
         "deleted": 1,
         "available": 6,
         "retention_days": 30,
+        "record_retention_years": 7,
+        "time_zone": "UTC",
+        "backup_key_file": None,
     }
     assert records(cli("plan", "--format", "json").stdout)["limit"] == 10
 
@@ -62,6 +68,8 @@ def test_plan_table(cli, practice, engine):
         "available:  3\n"
         "deleted, pending purge: 0 (hold no seat)\n"
         "retention before purge: 30 days\n"
+        "record retention: 7 years after last activity\n"
+        "time zone:  UTC\n"
     )
 
 
@@ -124,6 +132,7 @@ def event(event_id, at, actor, action, client, before, after, batch, reason=None
         "batch": batch,
         "reason": reason,
         "detail": None,
+        "reason_erased": False,
     }
 
 

@@ -42,6 +42,9 @@ def test_plan_counts_active_and_deactivated_but_not_deleted(cli, engine, practic
         "deleted": 1,
         "available": 6,
         "retention_days": 30,
+        "record_retention_years": 7,
+        "time_zone": "UTC",
+        "backup_key_file": None,
     }
     table = cli("plan")
     assert table.stdout.splitlines() == [
@@ -50,6 +53,8 @@ def test_plan_counts_active_and_deactivated_but_not_deleted(cli, engine, practic
         "available:  6",
         "deleted, pending purge: 1 (hold no seat)",
         "retention before purge: 30 days",
+        "record retention: 7 years after last activity",
+        "time zone:  UTC",
     ]
 
 

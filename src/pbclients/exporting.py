@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from pbclients import audit
 from pbclients.backup.archive import audit_name
+from pbclients.backup.keys import practice_keyring
 from pbclients.backup.writer import kept_note, prepare_folder, write_verified_backup
 from pbclients.db import reading, writing
 from pbclients.errors import BackupFailed
@@ -72,8 +73,11 @@ def apply(
 
     One client at a time, so memory does not grow with the selection; each
     backup is checked against the database as it is then. Raises BackupFailed
-    (exit 4) on the first backup that fails; those already written are kept.
+    (exit 4) on the first backup that fails; those already written are kept. With a
+    backup key (`pbclients.backup.keys`) each is encrypted; an unusable key is exit 4
+    before any backup is written.
     """
+    keyring = practice_keyring(engine)
     folder = prepare_folder(plan.detail.folder)
     detail = ExportDetail(folder)
     todo = plan.changing
@@ -85,7 +89,7 @@ def apply(
             results.append(result)
             continue
         try:
-            backup = write_verified_backup(engine, result.client_id, folder, change.at)
+            backup = write_verified_backup(engine, result.client_id, folder, change.at, keyring)
         except BackupFailed as error:
             raise BackupFailed(
                 f"{str(error).rstrip('.')}{kept_note(written, exported)}; "

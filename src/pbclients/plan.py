@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import Engine, func
 from sqlmodel import Session, select
 
 from pbclients import audit, settings
+from pbclients.backup.keys import KeyFile, encrypting, load
 from pbclients.db import reading, writing
 from pbclients.errors import BadInput, PlanLimitReached, UsageError
 from pbclients.models import Client
@@ -26,6 +28,11 @@ class PlanUsage:
     deleted: int
     available: int | None
     retention_days: int
+    record_retention_years: int = settings.DEFAULT_RECORD_RETENTION_YEARS
+    time_zone: str = settings.DEFAULT_TIME_ZONE
+    # The age key file backups are encrypted with (PBCLIENTS_BACKUP_KEY_FILE, else the
+    # setting); None: plain backups.
+    backup_key_file: str | None = None
 
     def as_record(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,7 +53,15 @@ def usage(session: Session) -> PlanUsage:
         deleted=counts[Status.DELETED],
         available=None if limit is None else max(0, limit - counted),
         retention_days=settings.retention_days(session),
+        record_retention_years=settings.record_retention_years(session),
+        time_zone=settings.time_zone(session),
+        backup_key_file=_key_file(session),
     )
+
+
+def _key_file(session: Session) -> str | None:
+    source = encrypting(settings.backup_key_file(session))
+    return str(source.path) if source is not None else None
 
 
 def current_usage(engine: Engine) -> PlanUsage:
@@ -76,8 +91,27 @@ def configure(
     *,
     limit: int | Literal["unlimited"] | None = None,
     retention_days: int | None = None,
+    record_retention_years: int | None = None,
+    time_zone: str | None = None,
+    backup_key_file: Path | Literal["none"] | None = None,
 ) -> PlanUsage:
-    """Set the plan limit and/or the retention period in one audited transaction."""
+    """Set the plan limit, the retention period, the record retention, the time zone
+    and/or the backup key file in one audited transaction.
+
+    A backup key file is read and checked first (KeyUnavailable, exit 4, if it is not a
+    usable age identity or recipients file) and stored as an absolute path; "none"
+    returns the practice to plain backups.
+    """
+    key_path, recipients = _checked_key(backup_key_file)
+    if record_retention_years is not None and not (
+        1 <= record_retention_years <= settings.MAX_RECORD_RETENTION_YEARS
+    ):
+        raise BadInput(
+            "The record retention must be from 1 to "
+            f"{settings.MAX_RECORD_RETENTION_YEARS} years; nothing was changed."
+        )
+    if time_zone is not None:
+        time_zone = settings.time_zone_name(time_zone)
     if retention_days is not None and retention_days < 1:
         raise BadInput("The retention period must be at least 1 day; nothing was changed.")
     if retention_days is not None and retention_days > settings.MAX_RETENTION_DAYS:
@@ -103,6 +137,25 @@ def configure(
             old = _recorded(lambda: str(settings.retention_days(session)))
             settings.put(session, settings.RETENTION_DAYS, str(retention_days))
             events.append(audit.NewEvent(Action.SET_RETENTION, None, old, str(retention_days)))
+        if record_retention_years is not None:
+            old = _recorded(lambda: str(settings.record_retention_years(session)))
+            new_years = str(record_retention_years)
+            settings.put(session, settings.RECORD_RETENTION_YEARS, new_years)
+            events.append(audit.NewEvent(Action.SET_RECORD_RETENTION, None, old, new_years))
+        if time_zone is not None:
+            old = _recorded(lambda: settings.time_zone(session))
+            settings.put(session, settings.TIME_ZONE, time_zone)
+            events.append(audit.NewEvent(Action.SET_TIMEZONE, None, old, time_zone))
+        if backup_key_file is not None:
+            old = settings.backup_key_file(session) or "none"
+            settings.put(session, settings.BACKUP_KEY_FILE, key_path)
+            # The recipients are public keys: the trail says whom backups are readable by.
+            events.append(
+                audit.NewEvent(
+                    Action.SET_BACKUP_KEY, None, old, key_path or "none",
+                    {"recipients": recipients} if recipients else None,
+                )
+            )  # fmt: skip
         audit.append(
             session,
             events,
@@ -112,6 +165,17 @@ def configure(
             at=change.at,
         )
         return usage(session)
+
+
+def _checked_key(
+    key_file: Path | Literal["none"] | None,
+) -> tuple[str | None, list[str]]:
+    """(the absolute path to store, its recipients) of a new backup key file, loaded now."""
+    if key_file is None or key_file == "none":
+        return None, []
+    path = Path(key_file).expanduser().absolute()
+    keyring = load(KeyFile(path, "--set-backup-key-file"), "nothing was changed")
+    return str(path), [str(recipient) for recipient in keyring.recipients]
 
 
 def _limit_text(limit: int | None) -> str:

@@ -24,8 +24,9 @@ from typing import Any
 from sqlalchemy import Engine, Table, func, insert, select
 from sqlmodel import Session
 
-from pbclients import audit, clock, faults
+from pbclients import audit, clock, faults, ledger
 from pbclients.backup.archive import BackupInvalid, Manifest, audit_name, table_of
+from pbclients.backup.keys import practice_opener
 from pbclients.backup.reader import BackupArchive, open_backup
 from pbclients.db import is_sqlite, reading, writing
 from pbclients.errors import BadInput, DatabaseBusy
@@ -40,9 +41,11 @@ from pbclients.selection import live_email_owners
 
 @dataclass(frozen=True)
 class Restore:
-    """Bring back the client held in the backup file at `path`."""
+    """Bring back the client held in the backup file at `path` (an encrypted one opened
+    with the `identity_files`, else the practice's backup key)."""
 
     path: Path
+    identity_files: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class RestoreDetail:
     created_at: str
     counts: dict[str, int]
     decision: _Decision
+    identity_files: tuple[Path, ...] = ()
 
 
 def preview(engine: Engine, request: Restore) -> Plan[RestoreDetail]:
@@ -75,15 +79,17 @@ def preview(engine: Engine, request: Restore) -> Plan[RestoreDetail]:
     that now belongs to another client (exit 3) and a restore past the plan
     limit (exit 6). A client that is here and not deleted is `unchanged`.
     """
-    with open_backup(Path(request.path)) as archive:
+    opener = practice_opener(engine, request.identity_files)
+    with open_backup(Path(request.path), opener) as archive:
         manifest = archive.verify()
         profile = archive.profile()
     with reading(engine) as session:
         decision = _decide(session, manifest, profile)
     outcome = Outcome.PLANNED if decision.unchanged_status is None else Outcome.UNCHANGED
     detail = RestoreDetail(
-        request.path, manifest.sha256, manifest.created_at, manifest.counts, decision
-    )
+        request.path, manifest.sha256, manifest.created_at, manifest.counts, decision,
+        request.identity_files,
+    )  # fmt: skip
     return Plan(Action.RESTORE, [_result(request.path, manifest, decision, outcome)], detail)
 
 
@@ -104,7 +110,7 @@ def apply(
     detail = plan.detail
     if plan.changing == 0:
         return Batch(plan.action, plan.results, detail)
-    with open_backup(Path(detail.path)) as archive:
+    with open_backup(Path(detail.path), practice_opener(engine, detail.identity_files)) as archive:
         manifest = archive.verify()
         if manifest.sha256 != detail.sha256:
             raise BackupInvalid(
@@ -142,6 +148,12 @@ def apply(
                 reason=change.reason,
                 at=change.at,
             )
+            # Restoring the backup is the deliberate way back: the erasure ledger stops
+            # purging this client again (written last; if it cannot be, nothing is restored).
+            ledger.note_restored(
+                session, ledger.location(engine), decision.backup_client_id,
+                profile["created_at"], manifest.sha256, change.at,
+            )  # fmt: skip
     if on_progress:
         on_progress(1, 1)
     done = replace(decision, client_id=client_id)

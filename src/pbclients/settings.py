@@ -15,8 +15,14 @@ if TYPE_CHECKING:
 
 PLAN_LIMIT = "plan_limit"
 RETENTION_DAYS = "retention_days"
+# Years a client's record (its backups, once purged) is kept after the last activity.
+RECORD_RETENTION_YEARS = "record_retention_years"
 DEMO = "demo"
 AUDIT_HEAD = "audit_head"
+TIME_ZONE = "time_zone"
+DEFAULT_TIME_ZONE = "UTC"
+# The age identity or recipients file every backup is encrypted with (absent: plain).
+BACKUP_KEY_FILE = "backup_key_file"
 
 DEFAULT_RETENTION_DAYS = 30
 # A century: deletion computes purge_after = now + retention, which must stay inside the
@@ -24,6 +30,10 @@ DEFAULT_RETENTION_DAYS = 30
 MAX_RETENTION_DAYS = 36_500
 # Far beyond any practice, and small enough for every integer column and JSON reader.
 MAX_PLAN_LIMIT = 1_000_000_000
+# Seven years covers US state minimums for adults; the law never asks for more than a
+# century, which also keeps every retention end inside the calendar.
+DEFAULT_RECORD_RETENTION_YEARS = 7
+MAX_RECORD_RETENTION_YEARS = 100
 
 
 def get(session: Session, key: str) -> str | None:
@@ -75,7 +85,9 @@ def _stored(session: Session, key: str, option: str) -> int | None:
     value = get(session, key)
     if value is None:
         return None
-    high = MAX_PLAN_LIMIT if key == PLAN_LIMIT else MAX_RETENTION_DAYS
+    high = {PLAN_LIMIT: MAX_PLAN_LIMIT, RECORD_RETENTION_YEARS: MAX_RECORD_RETENTION_YEARS}.get(
+        key, MAX_RETENTION_DAYS
+    )
     stripped = value.strip()
     if stripped.isascii() and stripped.isdigit():
         digits = stripped.lstrip("0") or "0"
@@ -93,6 +105,41 @@ def plan_limit(session: Session) -> int | None:
 def retention_days(session: Session) -> int:
     days = _stored(session, RETENTION_DAYS, "--set-retention DAYS")
     return DEFAULT_RETENTION_DAYS if days is None else days
+
+
+def time_zone_name(text: str, option: str = "--set-timezone") -> str:
+    """An IANA time zone name (`Europe/Lisbon`) checked with zoneinfo, else a usage error."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    name = text.strip()
+    try:
+        # zoneinfo itself refuses keys that leave its folder (`../`, absolute paths).
+        ZoneInfo(name)
+    except (ValueError, ZoneInfoNotFoundError, OSError):
+        raise UsageError(
+            f"{option} {text[:60]!r} is not a time zone; give an IANA name such as "
+            "Europe/Lisbon, America/New_York or UTC."
+        ) from None
+    return name
+
+
+def time_zone(session: Session) -> str:
+    """The practice's time zone: a date given to `--at` means midnight there."""
+    stored = get(session, TIME_ZONE)
+    if stored is None:
+        return DEFAULT_TIME_ZONE
+    return time_zone_name(stored, "The stored time zone")
+
+
+def record_retention_years(session: Session) -> int:
+    years = _stored(session, RECORD_RETENTION_YEARS, "--set-record-retention YEARS")
+    # At least one year: a stored 0 would make every purged client's backup prunable.
+    return DEFAULT_RECORD_RETENTION_YEARS if years is None else max(1, years)
+
+
+def backup_key_file(session: Session) -> str | None:
+    """The practice's backup key file (an absolute path), or None: backups are plain."""
+    return get(session, BACKUP_KEY_FILE) or None
 
 
 def is_demo(session: Session) -> bool:

@@ -25,6 +25,9 @@ UTC time, never a name or an e-mail) holds:
 Format 1 (no `fhir/` members, no `fhir` in the manifest) is still read, verified
 and restored.
 
+A practice with a backup key writes each archive encrypted with age instead, as
+`<name>.pbbackup.zip.age` (see `pbclients.backup.keys`); inside is the same archive.
+
 Rows travel as JSON objects (`encode_row`) and come back only through
 `decode_row`, which checks every value against its column: an archive is
 untrusted input (see `pbclients.backup.reader`).
@@ -53,6 +56,8 @@ FORMAT_VERSION = 2
 # The first format with `fhir/<Type>.ndjson` members; older backups have none.
 FHIR_FORMAT_VERSION = 2
 SUFFIX = ".pbbackup.zip"
+# An encrypted backup: the same archive, encrypted with age (see `pbclients.backup.keys`).
+ENCRYPTED_SUFFIX = ".age"
 MANIFEST = "manifest.json"
 PROFILE = "client.json"
 PROGRAMS = "programs.json"
@@ -60,7 +65,7 @@ AUDIT = "audit_events.jsonl"
 AUDIT_KIND = "audit_events"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_NAME = re.compile(r"^client-(\d+)-(\d{8}T\d{6}Z)(?:-(\d+))?\.pbbackup\.zip$")
+_NAME = re.compile(r"^client-(\d+)-(\d{8}T\d{6}Z)(?:-(\d+))?\.pbbackup\.zip(?:\.age)?$")
 
 # A reader's limits: memory stays bounded whatever a member claims.
 MAX_MEMBER_BYTES = 512 << 20  # one member decompressed (a document; databases hold < 1 GB)
@@ -162,10 +167,11 @@ def member_for_document(document_id: int, filename: str) -> str:
     return f"documents/{document_id}-{base[:100]}"
 
 
-def backup_name(client_id: int, now: datetime, attempt: int = 1) -> str:
+def backup_name(client_id: int, now: datetime, attempt: int = 1, *, encrypted: bool = False) -> str:
     stamp = clock.as_utc(now).strftime("%Y%m%dT%H%M%SZ")
     extra = "" if attempt == 1 else f"-{attempt}"
-    return f"client-{client_id:06d}-{stamp}{extra}{SUFFIX}"
+    tail = ENCRYPTED_SUFFIX if encrypted else ""
+    return f"client-{client_id:06d}-{stamp}{extra}{SUFFIX}{tail}"
 
 
 def audit_name(path: Path, client_id: int | None = None, created_at: str | None = None) -> str:
@@ -178,7 +184,7 @@ def audit_name(path: Path, client_id: int | None = None, created_at: str | None 
     if _NAME.match(path.name) or client_id is None or created_at is None:
         return path.name if _NAME.match(path.name) else "(renamed backup)"
     moment = clock.as_utc(datetime.fromisoformat(created_at.replace("Z", "+00:00")))
-    return backup_name(client_id, moment)
+    return backup_name(client_id, moment, encrypted=path.name.endswith(ENCRYPTED_SUFFIX))
 
 
 def backup_files(folder: Path) -> list[Path]:

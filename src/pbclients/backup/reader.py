@@ -5,6 +5,11 @@ Memory stays bounded whatever a member claims (members are streamed, each with a
 cap from the manifest and the hard ceilings in `archive`), every value is checked
 against its column before it is used, and member names are only ever keys, never
 paths.
+
+An encrypted backup (`pbclients.backup.keys`) is decrypted first, whole, into a private
+temporary file (in memory while small; on disk an unnamed file, mode 0600, that is gone
+once closed): age authenticates every chunk, so a changed byte anywhere stops it there,
+before any member is read. Then it is read exactly as a plain one.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import lzma
 import os
 import re
 import struct
+import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterator, Mapping
@@ -55,6 +61,7 @@ from pbclients.backup.archive import (
     shown,
     table_of,
 )
+from pbclients.backup.keys import MAGIC, NO_KEYS, Opener
 from pbclients.models import RECORD_MODELS, Client, Program
 
 _CHUNK = 1 << 20
@@ -67,6 +74,10 @@ _ZIP64_EXTRA = 0x0001
 _ZIP64_LIMIT = 0xFFFFFFFF
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _JSON_MEMBERS = frozenset({MANIFEST, PROFILE, PROGRAMS})
+# An encrypted backup decrypts in memory up to this size, and into a private temporary
+# file beyond it; never to more than an archive this reader accepts could take.
+_SPOOL_BYTES = 8 << 20
+_MAX_PLAIN_BYTES = MAX_ARCHIVE_BYTES + 2 * MAX_DIRECTORY_BYTES
 # Everything zipfile and its decompressors raise on a damaged or hostile member. zipfile
 # raises NotImplementedError for a compression method it does not support, which a
 # crafted archive can name: that is a bad backup (exit 3), not a gap in this code.
@@ -211,10 +222,19 @@ class BackupArchive:
     """An open backup whose members are checked against the manifest as they are read."""
 
     def __init__(
-        self, path: Path, handle: IO[bytes], archive: zipfile.ZipFile, manifest: dict[str, Any]
+        self,
+        path: Path,
+        handle: IO[bytes],
+        archive: zipfile.ZipFile,
+        manifest: dict[str, Any],
+        sha256: str | None = None,
     ) -> None:
         self.path = path
         self.handle = handle
+        # The file's SHA-256 when it was taken already: an encrypted backup's, of the
+        # encrypted bytes on disk, hashed as they were decrypted (`handle` is the archive).
+        self.file_sha256 = sha256
+        self.encrypted = sha256 is not None
         self.archive = archive
         self.manifest = manifest
         self.members: dict[str, str] = manifest["members"]
@@ -575,7 +595,7 @@ class BackupArchive:
             )
         self.programs_used = frozenset(used)
         try:
-            sha256 = _handle_sha256(self.handle)
+            sha256 = self.file_sha256 or _handle_sha256(self.handle)
         except OSError as error:
             raise _invalid(path, f"cannot be read again ({error.strerror or error})") from None
         if expected_sha256 is not None and sha256 != expected_sha256:
@@ -604,11 +624,13 @@ class BackupArchive:
 
 
 @contextmanager
-def open_backup(path: Path) -> Iterator[BackupArchive]:
+def open_backup(path: Path, opener: Opener | None = None) -> Iterator[BackupArchive]:
     """Open a backup and check its manifest; BackupInvalid if that is not possible.
 
     The file is opened once: everything read through the archive (and the SHA-256 of the
     whole file) comes from that one open file, even if the path is replaced meanwhile.
+    An encrypted backup is decrypted with `opener`'s identities first (CannotOpen when
+    none opens it, KeyUnavailable when a key file is unusable: exit 4).
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -619,36 +641,142 @@ def open_backup(path: Path) -> Iterator[BackupArchive]:
         raise _invalid(path, f"cannot be read ({error.strerror or error})") from None
     with handle:
         try:
-            entries, length = _directory(handle)
-        except OSError:
-            raise _invalid(path, "is not a readable backup archive") from None
-        if entries > MAX_MEMBERS + 1 or length > MAX_DIRECTORY_BYTES:
-            raise _invalid(path, f"holds more than {MAX_MEMBERS:,} members")
-        try:
-            archive = zipfile.ZipFile(handle)
-        except _UNREADABLE:
-            raise _invalid(path, "is not a readable backup archive") from None
-        with archive:
-            try:
-                info = archive.getinfo(MANIFEST)
-            except KeyError:
-                raise _invalid(
-                    path, "has no manifest.json (it is not a pbclients backup)"
-                ) from None
-            if info.file_size > MAX_JSON_BYTES:
-                raise _invalid(
-                    path, f"is refused: its manifest.json is larger than {_bytes(MAX_JSON_BYTES)}"
-                )
-            try:
-                with archive.open(info) as member:
-                    raw = member.read(MAX_JSON_BYTES + 1)
-                manifest = json.loads(raw)
-            except (*_UNREADABLE, RecursionError):
-                raise _invalid(path, "has an unreadable manifest.json") from None
-            _check_manifest(path, manifest)
-            opened = BackupArchive(path, handle, archive, manifest)
-            opened.check_sizes()
+            encrypted = handle.read(len(MAGIC)) == MAGIC
+            handle.seek(0)
+        except OSError as error:
+            raise _invalid(path, f"cannot be read ({error.strerror or error})") from None
+        if not encrypted:
+            with _open_archive(path, handle) as opened:
+                yield opened
+            return
+        with (
+            _decrypted(path, handle, opener or NO_KEYS) as (plain, sha256),
+            _open_archive(path, plain, sha256) as opened,
+        ):
             yield opened
+
+
+class _TooLarge(Exception):
+    """Raised from inside pyrage's writes: the plaintext passed the reader's ceiling."""
+
+
+class _HashingReader:
+    """The encrypted file as pyrage reads it, hashed on the way (the file is read once)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.digest = hashlib.sha256()
+        self.error: OSError | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data = self.raw.read(size)
+        except OSError as error:
+            self.error = error
+            raise
+        self.digest.update(data)
+        return data
+
+
+class _CappedSink:
+    """Where pyrage writes the plaintext; stops it past the ceiling."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        if self.size > _MAX_PLAIN_BYTES:
+            raise _TooLarge
+        return self.raw.write(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+
+@contextmanager
+def _decrypted(path: Path, handle: IO[bytes], opener: Opener) -> Iterator[tuple[IO[bytes], str]]:
+    """(the archive decrypted into a private temporary file, the encrypted file's SHA-256).
+
+    Nothing is yielded unless the whole file decrypted and authenticated: age checks
+    each 64 KiB chunk and that the last one is last, so a flipped, cut or appended byte
+    stops it here, and no caller ever reads part of a damaged backup.
+    """
+    import pyrage
+
+    identities, _sources = opener.identities()
+    if not identities:
+        raise opener.cannot_open(path)
+    source = _HashingReader(handle)
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as plain:
+        try:
+            pyrage.decrypt_io(source, _CappedSink(plain), identities)
+            # Whatever follows the stream's last chunk (age refuses trailing bytes, but
+            # the checksum is of the whole file either way).
+            while source.read(_CHUNK):
+                pass
+        except _TooLarge:
+            raise _invalid(
+                path, f"is refused: it decrypts to more than {_bytes(_MAX_PLAIN_BYTES)}"
+            ) from None
+        except pyrage.DecryptError as error:
+            if "no matching keys" in str(error).lower():
+                raise opener.cannot_open(path) from None
+            raise _invalid(
+                path, "is damaged (its encrypted contents do not authenticate)"
+            ) from None
+        except OSError as error:
+            if source.error is not None:
+                raise _invalid(
+                    path, f"cannot be read ({source.error.strerror or source.error})"
+                ) from None
+            # pyrage reports a failed chunk as an OSError without an errno; an errno is
+            # the temporary file's own trouble (a full disk).
+            if error.errno is None:
+                raise _invalid(
+                    path, "is damaged (its encrypted contents do not authenticate)"
+                ) from None
+            raise _invalid(path, f"cannot be decrypted here ({error.strerror or error})") from None
+        plain.seek(0)
+        yield plain, source.digest.hexdigest()
+
+
+@contextmanager
+def _open_archive(
+    path: Path, handle: IO[bytes], sha256: str | None = None
+) -> Iterator[BackupArchive]:
+    """The archive in `handle` (the file, or an encrypted file's plaintext), its manifest
+    checked; BackupInvalid if that is not possible."""
+    try:
+        entries, length = _directory(handle)
+    except OSError:
+        raise _invalid(path, "is not a readable backup archive") from None
+    if entries > MAX_MEMBERS + 1 or length > MAX_DIRECTORY_BYTES:
+        raise _invalid(path, f"holds more than {MAX_MEMBERS:,} members")
+    try:
+        archive = zipfile.ZipFile(handle)
+    except _UNREADABLE:
+        raise _invalid(path, "is not a readable backup archive") from None
+    with archive:
+        try:
+            info = archive.getinfo(MANIFEST)
+        except KeyError:
+            raise _invalid(path, "has no manifest.json (it is not a pbclients backup)") from None
+        if info.file_size > MAX_JSON_BYTES:
+            raise _invalid(
+                path, f"is refused: its manifest.json is larger than {_bytes(MAX_JSON_BYTES)}"
+            )
+        try:
+            with archive.open(info) as member:
+                raw = member.read(MAX_JSON_BYTES + 1)
+            manifest = json.loads(raw)
+        except (*_UNREADABLE, RecursionError):
+            raise _invalid(path, "has an unreadable manifest.json") from None
+        _check_manifest(path, manifest)
+        opened = BackupArchive(path, handle, archive, manifest, sha256)
+        opened.check_sizes()
+        yield opened
 
 
 def _zip64_sizes(extra: bytes) -> tuple[int, int] | None:
@@ -681,12 +809,14 @@ def verify_backup(
     expected_counts: Mapping[str, int] | None = None,
     *,
     expected_sha256: str | None = None,
+    opener: Opener | None = None,
 ) -> Manifest:
     """Re-check a backup: every member against its checksum, every value against its column,
     counts against the records.
 
     `expected_counts` (records per kind in the database) and `expected_sha256`
-    (what the writer hashed) are compared when given. Raises BackupInvalid.
+    (what the writer hashed) are compared when given. Raises BackupInvalid, or for an
+    encrypted backup CannotOpen / KeyUnavailable (see `open_backup`).
     """
-    with open_backup(path) as opened:
+    with open_backup(path, opener) as opened:
         return opened.verify(expected_counts, expected_sha256=expected_sha256)

@@ -8,6 +8,11 @@ then read back and checked before anyone relies on it (`write_verified_backup`).
 so deletion can tell a client changed after its backup. The `fhir/` members are
 left out of that digest: they are computed from the other members and the
 backup's own time, so they change exactly when those do.
+
+An encrypted backup (`pbclients.backup.keys`) is the same archive, written first into
+a private temporary file (in memory while small, else an unnamed file of mode 0600 in
+the backup folder, gone once closed), then encrypted with age into the temporary file
+that becomes the backup. It is checked by decrypting it back.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import json
 import os
 import re
 import secrets
+import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -50,6 +56,7 @@ from pbclients.backup.archive import (
     member_for_document,
     table_of,
 )
+from pbclients.backup.keys import Keyring, Opener
 from pbclients.backup.reader import verify_backup
 from pbclients.db import is_sqlite, reading
 from pbclients.errors import BackupFailed, UnknownClient
@@ -57,7 +64,9 @@ from pbclients.fhir import FHIR_VERSION, bulk, mapping
 from pbclients.models import RECORD_MODELS, AuditEvent, Client, Enrolment, Program
 
 # What `write_backup` names a file while it writes it (see `remove_stale_temporaries`).
-_TEMPORARY = re.compile(r"^\.client-\d+-\d{8}T\d{6}Z\.pbbackup\.zip\.[0-9a-f]{8}\.tmp$")
+_TEMPORARY = re.compile(r"^\.client-\d+-\d{8}T\d{6}Z\.pbbackup\.zip(?:\.age)?\.[0-9a-f]{8}\.tmp$")
+# The archive of an encrypted backup stays in memory up to this size before it is encrypted.
+_SPOOL_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -280,8 +289,16 @@ def _create_temporary(folder: Path, final_name: str) -> tuple[Path, int]:
     raise OSError(errno.EAGAIN, "its temporary file was removed while it was created")
 
 
-def write_backup(session: Session, client_id: int, folder: Path, now: datetime) -> BackupFile:
-    """Write one client's complete record to a new archive in `folder` (never overwriting).
+def write_backup(
+    session: Session,
+    client_id: int,
+    folder: Path,
+    now: datetime,
+    *,
+    recipients: list[Any] | None = None,
+) -> BackupFile:
+    """Write one client's complete record to a new archive in `folder` (never overwriting),
+    encrypted to `recipients` (age recipients) when they are given.
 
     Reads inside the caller's session, so what is written is one consistent
     snapshot when that session's transaction is one (see `snapshot`).
@@ -291,7 +308,8 @@ def write_backup(session: Session, client_id: int, folder: Path, now: datetime) 
     if client is None:
         raise UnknownClient(f"There is no client {client_id}; nothing was backed up.")
     folder = prepare_folder(folder, sweep=False)
-    final_name = backup_name(client_id, now)
+    encrypted = recipients is not None
+    final_name = backup_name(client_id, now, encrypted=encrypted)
     try:
         faults.checkpoint("backup.open")
         temporary, descriptor = _create_temporary(folder, final_name)
@@ -302,17 +320,19 @@ def write_backup(session: Session, client_id: int, folder: Path, now: datetime) 
     try:
         with os.fdopen(descriptor, "wb") as raw:
             sink = _HashingSink(raw)
-            with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as archive:  # type: ignore[call-overload]
-                writer = _ArchiveWriter(archive, now)
-                files: dict[int, mapping.FileReference] = {}
-                counts = _write_members(session, client_id, writer, files)
-                content = _digest_of(writer.members)
-                fhir = _write_fhir(session, client_id, writer, now, files)
-                _write_manifest(session, writer, client_id, now, counts, fhir)
+            if recipients is None:
+                counts, content = _write_archive(session, client_id, sink, now)
+            else:
+                with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES, dir=str(folder)) as plain:
+                    # Through the same non-seekable sink: the archive's bytes are laid out
+                    # exactly as a plain backup's.
+                    counts, content = _write_archive(session, client_id, _HashingSink(plain), now)
+                    plain.seek(0)
+                    _encrypt(plain, sink, recipients, client_id, folder)
             raw.flush()
             os.fsync(raw.fileno())
         faults.checkpoint("backup.temp-written")
-        path = _link_new(temporary, folder, client_id, now)
+        path = _link_new(temporary, folder, client_id, now, encrypted=encrypted)
         faults.checkpoint("backup.linked")
         os.unlink(temporary)
         _fsync_dir(folder)
@@ -325,6 +345,34 @@ def write_backup(session: Session, client_id: int, folder: Path, now: datetime) 
         _remove_quietly(temporary)
         raise
     return BackupFile(path, sink.digest.hexdigest(), counts, client_id, content)
+
+
+def _write_archive(
+    session: Session, client_id: int, sink: _HashingSink, now: datetime
+) -> tuple[dict[str, int], str]:
+    """The archive streamed into `sink`: (records per kind, the content digest)."""
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as archive:  # type: ignore[call-overload]
+        writer = _ArchiveWriter(archive, now)
+        files: dict[int, mapping.FileReference] = {}
+        counts = _write_members(session, client_id, writer, files)
+        content = _digest_of(writer.members)
+        fhir = _write_fhir(session, client_id, writer, now, files)
+        _write_manifest(session, writer, client_id, now, counts, fhir)
+    return counts, content
+
+
+def _encrypt(
+    plain: IO[bytes], sink: _HashingSink, recipients: list[Any], client_id: int, folder: Path
+) -> None:
+    """age-encrypt the archive into the backup file, streamed (memory stays bounded)."""
+    import pyrage
+
+    try:
+        pyrage.encrypt_io(plain, sink, recipients)
+    except pyrage.EncryptError as error:
+        raise BackupFailed(
+            f"Cannot encrypt the backup of client {client_id} in {folder}: {error}."
+        ) from None
 
 
 def _write_members(
@@ -523,10 +571,12 @@ def _write_document(
     return {"content_member": name, "content_sha256": writer.members[name]}
 
 
-def _link_new(temporary: Path, folder: Path, client_id: int, now: datetime) -> Path:
+def _link_new(
+    temporary: Path, folder: Path, client_id: int, now: datetime, *, encrypted: bool = False
+) -> Path:
     """Give the finished file its final name without ever replacing an existing file."""
     for attempt in range(1, 1000):
-        path = folder / backup_name(client_id, now, attempt)
+        path = folder / backup_name(client_id, now, attempt, encrypted=encrypted)
         try:
             os.link(temporary, path)
         except FileExistsError:
@@ -559,21 +609,33 @@ def snapshot(engine: Engine) -> Iterator[Session]:
 
 
 def write_verified_backup(
-    engine: Engine, client_id: int, folder: Path, now: datetime
+    engine: Engine,
+    client_id: int,
+    folder: Path,
+    now: datetime,
+    keyring: Keyring | None = None,
 ) -> BackupFile:
     """Write a client's backup, then read it back and check it against the database.
 
     Every member's checksum, the whole file's SHA-256, and every record count
-    equal to what the database holds now. Raises BackupFailed (exit 4) on any
-    failure, naming the file when one was written.
+    equal to what the database holds now. With a `keyring` the backup is encrypted to
+    its recipients and decrypted back to be checked (`Keyring.sealing`). Raises
+    BackupFailed (exit 4) on any failure, naming the file when one was written.
     """
+    recipients: list[Any] | None = None
+    opener: Opener | None = None
+    if keyring is not None:
+        recipients, identities = keyring.sealing()
+        opener = Opener.holding(identities, keyring.source)
     with snapshot(engine) as session:
-        written = write_backup(session, client_id, folder, now)
+        written = write_backup(session, client_id, folder, now, recipients=recipients)
     faults.checkpoint("backup.written")
     with reading(engine) as session:
         counts = record_counts(session, client_id)
     try:
-        verify_backup(written.path, expected_counts=counts, expected_sha256=written.sha256)
+        verify_backup(
+            written.path, expected_counts=counts, expected_sha256=written.sha256, opener=opener
+        )
     except BackupInvalid as error:
         raise BackupFailed(f"{error.detail}.") from None
     faults.checkpoint("backup.verified")

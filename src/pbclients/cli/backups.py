@@ -11,6 +11,7 @@ import typer
 from pbclients.cli.access import build_selection
 from pbclients.cli.common import AppState, reporting
 from pbclients.cli.options import (
+    AtOption,
     ClientsArgument,
     ColumnOption,
     CsvOption,
@@ -28,11 +29,13 @@ from pbclients.cli.options import (
 )
 from pbclients.cli.output import plural, print_json, say
 from pbclients.cli.render import visible
+from pbclients.cli.store import IdentityOption
 from pbclients.errors import UsageError
 
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from pbclients.cli.run import Wording
     from pbclients.deletion import DeleteDetail
     from pbclients.exporting import ExportDetail
     from pbclients.operation import Batch, Plan
@@ -84,6 +87,7 @@ def export(
             show_default=False,
         ),
     ] = None,
+    identity: IdentityOption = None,
     output: Annotated[
         ExportFormat,
         typer.Option(
@@ -117,6 +121,8 @@ def export(
     documents, payments, audit history) and a manifest of SHA-256 checksums,
     read back and checked after it is written. File names carry the client ID
     and the time, never a name or e-mail. Existing files are never overwritten.
+    With a backup key (`pbclients plan --set-backup-key-file`) each file is
+    encrypted with age (.pbbackup.zip.age) and checked by decrypting it back.
 
     With --format fhir --out DIR the same records are written as HL7 FHIR R4B
     (Bulk Data NDJSON, one <Type>.ndjson file per resource type, and
@@ -146,27 +152,38 @@ def export(
         if verify is not None:
             if clients or csv_file or ids_from or program:
                 raise UsageError("--verify FILE checks a backup; give no clients with it.")
-            _verify(verify, OutputFormat(output.value))
+            _verify(app, verify, OutputFormat(output.value), identity)
             return
+        if identity:
+            raise UsageError(
+                "--identity opens an encrypted backup for --verify; new backups are "
+                "encrypted with the practice's key (`pbclients plan --set-backup-key-file`)."
+            )
         from pbclients import exporting
-        from pbclients.cli.run import Wording, carry_out
+        from pbclients.cli.run import carry_out
 
         selection, stdin_used = build_selection(
             clients, csv_file, column, ids_from, program, skip_unknown, encoding
         )
         engine = app.engine()
         plan = exporting.preview(engine, exporting.Export(selection, _folder(backup_dir)))
-        wording: Wording[ExportDetail] = Wording(
-            question=lambda plan: f"Back up {plural(plan.changing, 'client')}?",
-            summary=lambda outcome, _dry_run: _export_summary(outcome),
-            progress_label="Writing backups",
-            asks=False,  # a backup changes nothing in the roster
-        )
         carry_out(
-            app, engine, plan, exporting.apply, wording,
+            app, engine, plan, exporting.apply, export_wording(),
             output=OutputFormat(output.value), yes=True, dry_run=False, reason=None,
             stdin_used=stdin_used,
         )  # fmt: skip
+
+
+def export_wording() -> Wording[ExportDetail]:
+    """How export speaks (also `browse`'s): it asks nothing, a backup changes no client."""
+    from pbclients.cli.run import Wording
+
+    return Wording(
+        question=lambda plan: f"Back up {plural(plan.changing, 'client')}?",
+        summary=lambda outcome, _dry_run: _export_summary(outcome),
+        progress_label="Writing backups",
+        asks=False,  # a backup changes nothing in the roster
+    )
 
 
 def _export_fhir(
@@ -220,10 +237,12 @@ def _export_summary(outcome: Plan[ExportDetail] | Batch[ExportDetail]) -> str:
     return f"Wrote and verified {plural(exported, 'backup')} in {visible(outcome.detail.folder)}."
 
 
-def _verify(path: Path, output: OutputFormat) -> None:
+def _verify(app: AppState, path: Path, output: OutputFormat, identity: list[Path] | None) -> None:
+    from pbclients.backup.keys import practice_opener
     from pbclients.backup.reader import verify_backup
 
-    manifest = verify_backup(path)
+    # The database is opened only if an encrypted backup needs the practice's key.
+    manifest = verify_backup(path, opener=practice_opener(app.engine, tuple(identity or ())))
     record = manifest.as_record()
     if output is OutputFormat.JSON:
         print_json(record)
@@ -231,7 +250,7 @@ def _verify(path: Path, output: OutputFormat) -> None:
     if output is OutputFormat.CSV:
         from pbclients.cli.output import print_csv
 
-        fields = [k for k in record if k != "counts"]
+        fields = [k for k in record if k not in ("counts", "fhir")]
         print_csv([record], fields)
         return
     # Everything but the checksum comes from inside the archive, which is untrusted.
@@ -277,6 +296,7 @@ def delete(
     reason: ReasonOption = None,
     output: FormatOption = OutputFormat.TABLE,
     max_changes: MaxChangesOption = None,
+    at: AtOption = None,
 ) -> None:
     """Back up, verify, then delete clients: they vanish from the roster and free their seats.
 
@@ -292,10 +312,12 @@ def delete(
         pbclients delete --deactivated-before 365d --dry-run
         pbclients delete --inactive-for 2y --max-changes 5% --dry-run
         pbclients delete --csv leavers.csv --backup-dir /mnt/backups --yes --format json
+        pbclients delete --program Reset --at 2027-01-31 --reason "program ended"
     """
     with reporting(ctx) as app:
         from pbclients import clock, deletion
-        from pbclients.cli.run import Wording, carry_out
+        from pbclients.cli.run import carry_out
+        from pbclients.cli.timing import carry_out_later, due_time
 
         cutoff = (
             clock.parse_moment(deactivated_before, "--deactivated-before")
@@ -306,20 +328,35 @@ def delete(
             clients, csv_file, column, ids_from, program, skip_unknown, encoding, inactive_for
         )
         engine = app.engine()
+        due = due_time(engine, at) if at is not None else None
         folder = _folder(backup_dir)
         plan = deletion.preview(engine, deletion.Deletion(selection, folder, cutoff))
-        wording: Wording[DeleteDetail] = Wording(
-            # The folder as the admin gave it; the summary names the absolute path written to.
-            question=lambda plan: _delete_question(plan, folder),
-            summary=_delete_summary,
-            typed=True,
-            progress_label="Writing backups",
-        )
+        if due is not None:
+            carry_out_later(
+                app, engine, plan, delete_wording(folder), due,
+                backup_dir=plan.detail.backup_dir,
+                output=output, yes=yes, dry_run=dry_run, reason=reason, stdin_used=stdin_used,
+                max_changes=max_changes,
+            )  # fmt: skip
+            return
         carry_out(
-            app, engine, plan, deletion.apply, wording,
+            app, engine, plan, deletion.apply, delete_wording(folder),
             output=output, yes=yes, dry_run=dry_run, reason=reason, stdin_used=stdin_used,
             max_changes=max_changes,
         )  # fmt: skip
+
+
+def delete_wording(folder: Path) -> Wording[DeleteDetail]:
+    """How delete speaks (also `browse`'s); more than one client is confirmed by typing."""
+    from pbclients.cli.run import Wording
+
+    return Wording(
+        # The folder as the admin gave it; the summary names the absolute path written to.
+        question=lambda plan: _delete_question(plan, folder),
+        summary=_delete_summary,
+        typed=True,
+        progress_label="Writing backups",
+    )
 
 
 def _day(moment: datetime) -> str:
@@ -385,7 +422,10 @@ def _delete_summary(outcome: Plan[DeleteDetail] | Batch[DeleteDetail], dry_run: 
 
 def restore(
     ctx: typer.Context,
-    backup: Annotated[Path, typer.Argument(metavar="BACKUP", help="A backup file (.zip).")],
+    backup: Annotated[
+        Path, typer.Argument(metavar="BACKUP", help="A backup file (.zip, or .zip.age).")
+    ],
+    identity: IdentityOption = None,
     yes: YesOption = False,
     dry_run: DryRunOption = False,
     reason: ReasonOption = None,
@@ -397,18 +437,21 @@ def restore(
     Works whether the client was purged already or is still pending purge. The
     backup is verified first: a damaged one is refused and nothing is written.
     Refused when its e-mail now belongs to another client (exit 3) or when the
-    plan has no free seat (exit 6). Reactivate with `pbclients activate`.
+    plan has no free seat (exit 6). Reactivate with `pbclients activate`. An
+    encrypted backup is opened with --identity, else the practice's key; exit 4
+    when none opens it.
 
     Example:
         pbclients restore ~/backups/client-000012-20261126T090000Z.pbbackup.zip --dry-run
         pbclients restore client-000012-20261126T090000Z.pbbackup.zip --yes
+        pbclients restore client-000012-20261126T090000Z.pbbackup.zip.age -i ~/backup-key.txt
     """
     with reporting(ctx) as app:
         from pbclients import restore as restoring
         from pbclients.cli.run import Wording, carry_out
 
         engine = app.engine()
-        plan = restoring.preview(engine, restoring.Restore(backup))
+        plan = restoring.preview(engine, restoring.Restore(backup, tuple(identity or ())))
         wording: Wording[RestoreDetail] = Wording(
             question=_restore_question, summary=lambda outcome, _dry_run: _restore_summary(outcome)
         )
