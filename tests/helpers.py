@@ -27,17 +27,20 @@ ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 def snapshot(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table, in primary-key order: equal snapshots mean nothing changed.
 
-    Tables a database does not have yet (an older schema) are left out.
+    Tables and columns a database does not have yet (an older schema) are left out.
     """
     rows: dict[str, list[tuple[Any, ...]]] = {}
     with reading(engine) as session:
-        present = set(sql_inspect(session.connection()).get_table_names())
+        inspector = sql_inspect(session.connection())
+        present = set(inspector.get_table_names())
         for table in SQLModel.metadata.sorted_tables:
             if table.name not in present:
                 continue
+            names = {column["name"] for column in inspector.get_columns(table.name)}
+            columns = [column for column in table.columns if column.name in names]
             order = list(table.primary_key.columns)
             rows[table.name] = [
-                tuple(row) for row in session.execute(sql_select(table).order_by(*order))
+                tuple(row) for row in session.execute(sql_select(*columns).order_by(*order))
             ]
     return rows
 

@@ -241,7 +241,8 @@ def test_declining_the_confirmation_changes_nothing(engine, practice):
 
 def test_a_purge_holding_the_lock_makes_another_stop_without_touching_anything(engine, practice):
     mark_deleted(engine, [4])
-    with purge_lock(engine), pytest.raises(DatabaseBusy, match="Another purge is running"):
+    busy = pytest.raises(DatabaseBusy, match="Another purge or run-due is running")
+    with purge_lock(engine), busy:
         purge(engine, at(NOW))
     assert client_ids(engine) == [1, 2, 3, 4, 5]
     # The lock is released with the block: the next run does the work.
@@ -479,7 +480,7 @@ def test_purges_started_at_once_one_works_the_others_exit_5_untouched(
             assert proc.returncode == 5
             assert outputs[proc.pid][0] == ""
             assert outputs[proc.pid][1].startswith(
-                "Error: Another purge is running on this database; nothing"
+                "Error: Another purge or run-due is running on this database; nothing"
             )
         # While the winner holds the lock, the losers have touched nothing.
         assert client_ids(engine) == [1, 2, 3, 4, 5]

@@ -35,6 +35,21 @@ def purge_log() -> Path:
     return log_dir() / "purge.log"
 
 
+# Moves the erasure ledger. Not a database setting: the database is what gets restored
+# from old copies, and an old copy must still find the ledger written after it.
+LEDGER_ENV = "PBCLIENTS_LEDGER"
+
+
+def default_ledger() -> Path:
+    """In a folder of its own beside backups/, so never beside the default database file."""
+    return data_dir() / "ledger" / "erasures.jsonl"
+
+
+def ledger_file() -> Path:
+    chosen = os.environ.get(LEDGER_ENV)
+    return Path(chosen).expanduser().absolute() if chosen else default_ledger()
+
+
 def resolve_db(option: str | None) -> str:
     return option or os.environ.get("PBCLIENTS_DB") or default_db()
 

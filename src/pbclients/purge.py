@@ -3,6 +3,9 @@
 A client is due when `status = 'deleted'` and `now >= purge_after`:
 `purge_after` is the moment from which the client may go, so a purge running
 exactly at that second removes it, and one running a second earlier does not.
+A client under legal hold (`pbclients.holds`) is never due: the run keeps it,
+reports it as skipped ("legal hold") and counts it (`PurgeDetail.held`, and
+`held=N` in its log line), and the first run after its release purges it.
 
 Work happens in chunks of `CHUNK` clients; each chunk is one transaction that
 removes the clients' records (every `RECORD_MODELS` table, in reverse insert
@@ -37,6 +40,14 @@ done; the next run checkpoints again). On PostgreSQL the run ends with a plain
 space is reclaimed for reuse (it does not scrub the bytes the way `VACUUM FULL`
 would; that needs an exclusive lock and is left to the database operator).
 
+Every purged client is also appended to the erasure ledger (pbclients.ledger), a
+file outside the database, in the chunk's transaction just before it commits (a
+ledger that cannot be written rolls the chunk back, exit 4). And every run, before
+anything else, purges again the clients the ledger lists who are back in the
+database (restored from an older copy of it): whatever their state or hold, with a
+`purge` event whose detail names the ledger line. Purging erases the reason text of
+the client's audit events too, keeping its digest (pbclients.audit).
+
 Purge is an operation (see pbclients.operation) with one addition: every run
 appends one line to the private purge log (`RunLog`), whoever calls it and
 however it ends (refused, busy, a lost lock, an error), with what it committed.
@@ -47,7 +58,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -60,10 +71,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from pbclients import audit, clock, faults, paths
+from pbclients import audit, clock, faults, ledger, paths, schedules
 from pbclients.db import is_sqlite, load_ids, reading, writing
 from pbclients.errors import DatabaseBusy, ExitCode, PbClientsError
-from pbclients.models import RECORD_MODELS, AuditEvent, Client, UndoRecord
+from pbclients.holds import held_clause
+from pbclients.models import RECORD_MODELS, AuditEvent, Client, LegalHold, UndoRecord
 from pbclients.operation import Action, Batch, Change, Plan, ProgressCallback
 from pbclients.policy import Status
 from pbclients.results import ChangeResult, Outcome
@@ -87,6 +99,10 @@ class PurgeDetail:
     chunks: int = 0
     wal: str | None = None
     vacuum: str | None = None
+    # Deleted clients past their purge_after kept because they are under legal hold.
+    held: int = 0
+    # Clients the erasure ledger says were purged who are back: purged again, first.
+    again: tuple[ledger.Erased, ...] = ()
 
 
 Confirm = Callable[[Plan[PurgeDetail]], None]
@@ -94,8 +110,8 @@ Confirm = Callable[[Plan[PurgeDetail]], None]
 LogError = Callable[[OSError], None]
 
 _BUSY = (
-    "Another purge is running on this database; nothing was changed. "
-    "It will finish on its own: run purge again later if you need to."
+    "Another purge or run-due is running on this database; nothing was changed. "
+    "It will finish on its own: run it again later if you need to."
 )
 
 
@@ -152,7 +168,12 @@ _STILL_HELD = text(
 )
 
 
-def _is_due(now: datetime) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+def _is_due(now: datetime) -> tuple[ColumnElement[bool], ...]:
+    return (*_is_past(now), ~held_clause(Client.id, now))
+
+
+def _is_past(now: datetime) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    """Deleted and past purge_after, held or not (a held one is kept and counted)."""
     return col(Client.status) == Status.DELETED.value, col(Client.purge_after) <= now
 
 
@@ -181,7 +202,17 @@ def _preview(session: Session, now: datetime) -> Plan[PurgeDetail]:
         .where(*_is_due(now))
         .order_by(col(Client.id))
     )
-    rows = [_Due(*row) for row in session.execute(query)]
+    back = ledger.returning(session, ledger.location(session.get_bind()))
+    again = {entry.client_id for entry, _status in back}
+    rows = [_Due(*row) for row in session.execute(query) if row[0] not in again]
+    held = [
+        int(client_id)
+        for client_id in session.execute(
+            select(col(Client.id))
+            .where(*_is_past(now), held_clause(Client.id, now))
+            .order_by(col(Client.id))
+        ).scalars()
+    ]
     results = [
         ChangeResult(
             str(row.id),
@@ -194,7 +225,23 @@ def _preview(session: Session, now: datetime) -> Plan[PurgeDetail]:
         )
         for row in rows
     ]
-    return Plan(Action.PURGE, results, PurgeDetail())
+    held = [client_id for client_id in held if client_id not in again]
+    results[:0] = _again_results(back)
+    # Ids only, like every purge result: this output may end up in cron mail or a log.
+    results.extend(
+        ChangeResult(str(client_id), client_id, None, Status.DELETED.value, Status.DELETED.value,
+                     Outcome.SKIPPED, note="legal hold")
+        for client_id in held
+    )  # fmt: skip
+    return Plan(Action.PURGE, results, PurgeDetail(held=len(held), again=tuple(e for e, _ in back)))
+
+
+def _again_results(back: Sequence[tuple[ledger.Erased, str]]) -> list[ChangeResult]:
+    return [
+        ChangeResult(str(entry.client_id), entry.client_id, None, status, PURGED,
+                     Outcome.PLANNED, note=f"purged before (erasure ledger line {entry.line})")
+        for entry, status in back
+    ]  # fmt: skip
 
 
 def apply(
@@ -243,6 +290,34 @@ def purge(
         return _apply_locked(engine, plan, change, held, run, chunk_size, on_progress)
 
 
+@contextmanager
+def exclusive_run(
+    engine: Engine, change: Change, on_log_error: LogError | None = None
+) -> Iterator[tuple[_Held, RunLog]]:
+    """The purge lock and the run-log line, for a run that purges last (`run-due`).
+
+    The line is written however the block ends, with the exit code of the error
+    that ended it; `RunLog.notes` carries the run's own counts.
+    """
+    with _logged(engine, change, on_log_error) as run, purge_lock(engine) as held:
+        faults.checkpoint("purge.locked")
+        # First of all: a scheduled change or a rule must never act on an erased client.
+        with reading(engine) as session:
+            back = ledger.returning(session, ledger.location(engine))
+        if back:
+            again = PurgeDetail(again=tuple(entry for entry, _status in back))
+            plan = Plan(Action.PURGE, _again_results(back), again)
+            _apply_locked(engine, plan, change, held, run, CHUNK, None)
+        yield held, run
+
+
+def purge_locked(engine: Engine, change: Change, held: _Held, run: RunLog) -> Batch[PurgeDetail]:
+    """Purge everything due at `change.at`, inside an `exclusive_run`."""
+    with reading(engine) as session:
+        plan = _preview(session, change.at)
+    return _apply_locked(engine, plan, change, held, run, CHUNK, None)
+
+
 def _apply_locked(
     engine: Engine,
     plan: Plan[PurgeDetail],
@@ -253,15 +328,30 @@ def _apply_locked(
     on_progress: ProgressCallback | None,
 ) -> Batch[PurgeDetail]:
     """The purge proper, chunk by chunk, keeping `run` up to date with what is committed."""
-    planned = [r.client_id for r in plan.results if r.outcome is Outcome.PLANNED and r.client_id]
+    again = {entry.client_id: entry for entry in plan.detail.again}
+    planned = [
+        r.client_id
+        for r in plan.results
+        if r.outcome is Outcome.PLANNED and r.client_id and r.client_id not in again
+    ]
     batch_id = audit.new_batch_id()
     results: list[ChangeResult] = []
     committed = 0
+    kept_held = [r for r in plan.results if r.outcome is Outcome.SKIPPED]
+    if plan.detail.held:
+        # Only when there are any: a plain run's line keeps its long-standing shape.
+        run.notes["held"] = str(plan.detail.held)
+    if again:
+        run.notes["repurged"] = str(len(again))
+    work: list[tuple[Sequence[int], Mapping[int, ledger.Erased] | None]] = [
+        *((ids, again) for ids in chunks(sorted(again), chunk_size)),
+        *((ids, None) for ids in chunks(planned, chunk_size)),
+    ]
     # With nothing planned, one empty chunk still checks the lock: a run that lost it
     # says so (exit 5) instead of reporting a success it did not hold the lock for.
-    for ids in list(chunks(planned, chunk_size)) or [[]]:
+    for ids, listed in work or [([], None)]:
         try:
-            purged = _purge_chunk(engine, change, batch_id, ids, held)
+            purged = _purge_chunk(engine, change, batch_id, ids, held, listed)
         except _LockLost:
             raise PurgeStopped(len(results), committed, batch_id if results else None) from None
         except DBAPIError as error:
@@ -272,31 +362,38 @@ def _apply_locked(
         if not purged:
             continue
         committed += 1
+        note = "purged again: listed in the erasure ledger" if listed else None
         results.extend(
-            ChangeResult(str(client_id), client_id, None, Status.DELETED.value, PURGED,
-                         Outcome.CHANGED, sha256=sha256)
-            for client_id, sha256 in purged
+            ChangeResult(str(client_id), client_id, None, before, PURGED, Outcome.CHANGED,
+                         sha256=sha256, note=note)
+            for client_id, before, sha256 in purged
         )  # fmt: skip
         run.purged, run.chunks = len(results), committed
         faults.checkpoint("purge.committed")
         if on_progress:
             on_progress(len(results), max(plan.changing, len(results)))
-    detail = PurgeDetail(committed)
+    detail = PurgeDetail(committed, held=plan.detail.held)
     if is_sqlite(engine):
-        detail = PurgeDetail(committed, wal=_checkpoint_wal(engine))
+        detail = PurgeDetail(committed, wal=_checkpoint_wal(engine), held=plan.detail.held)
     elif results:
-        detail = PurgeDetail(committed, vacuum=_vacuum(engine))
+        detail = PurgeDetail(committed, vacuum=_vacuum(engine), held=plan.detail.held)
     for key, value in (("wal", detail.wal), ("vacuum", detail.vacuum)):
         if value is not None:
             run.notes[key] = value
     faults.checkpoint("purge.cleaned")
-    return Batch(Action.PURGE, results, detail, batch_id if results else None)
+    return Batch(Action.PURGE, results + kept_held, detail, batch_id if results else None)
 
 
 def _purge_chunk(
-    engine: Engine, change: Change, batch_id: str, planned: Sequence[int], held: _Held
-) -> list[tuple[int, str | None]]:
-    """One transaction: those planned clients still due, their records and audit events."""
+    engine: Engine,
+    change: Change,
+    batch_id: str,
+    planned: Sequence[int],
+    held: _Held,
+    again: Mapping[int, ledger.Erased] | None = None,
+) -> list[tuple[int, str, str | None]]:
+    """One transaction: those planned clients still due (or, `again`, still back), their
+    records and audit events; (id, status before, backup SHA-256) of each."""
     with writing(engine) as session:
         held.verify(session)
         if not planned:
@@ -305,22 +402,39 @@ def _purge_chunk(
             session.execute(text("PRAGMA secure_delete = ON"))
         # PostgreSQL: lock the rows, so an undo or restore cannot bring a client back (and a
         # new delete give it a later purge_after) between this select and the deletes below.
-        due = due_query(change.at).where(col(Client.id).in_(planned)).with_for_update()
-        ids = [i for i in session.exec(due) if i is not None]
+        found = select(Client.id, Client.status, Client.created_at).where(
+            col(Client.id).in_(planned)
+        )
+        if again is None:
+            found = found.where(*_is_due(change.at))
+        rows = session.execute(found.order_by(col(Client.id)).with_for_update()).all()
+        if again is not None:
+            rows = [row for row in rows if ledger.stamp(row[2]) == again[row[0]].created]
+        ids = [int(row[0]) for row in rows]
+        before = {int(row[0]): str(row[1]) for row in rows}
+        created = {int(row[0]): row[2] for row in rows}
         faults.checkpoint("purge.selected")
         if not ids:
             return []
         selected = load_ids(session, ids)
         in_chunk = select(selected.c.id)
-        checksums = _backup_checksums(session, in_chunk)
+        if again is None:
+            checksums = _backup_checksums(session, in_chunk)
+        else:
+            checksums = {client_id: again[client_id].sha256 for client_id in ids}
+        # The reasons admins gave may name the client; the digests keep the trail verifiable.
+        audit.erase_reasons(session, in_chunk)
+        schedules.erase_reasons(session, ids)
         for model in reversed(RECORD_MODELS.values()):
             session.execute(delete(model).where(model.client_id.in_(in_chunk)))  # type: ignore[attr-defined]
         # The values an edit replaced are personal data too: they go with the client.
         session.execute(delete(UndoRecord).where(col(UndoRecord.client_id).in_(in_chunk)))
+        # Only a hold that ended by itself is left on a due client; its reason goes too.
+        session.execute(delete(LegalHold).where(col(LegalHold.client_id).in_(in_chunk)))
         faults.checkpoint("purge.records-deleted")
         removed = session.execute(
             delete(Client)
-            .where(col(Client.id).in_(in_chunk), *_is_due(change.at))
+            .where(col(Client.id).in_(in_chunk), *(_is_due(change.at) if again is None else ()))
             .execution_options(synchronize_session=False)
         )
         if removed.rowcount != len(ids):  # type: ignore[attr-defined]
@@ -335,9 +449,11 @@ def _purge_chunk(
                 audit.NewEvent(
                     Action.PURGE,
                     client_id,
-                    Status.DELETED.value,
+                    before[client_id],
                     PURGED,
-                    {"sha256": checksums.get(client_id)},
+                    {"sha256": checksums.get(client_id)}
+                    if again is None
+                    else {"sha256": checksums.get(client_id), "ledger_line": again[client_id].line},
                 )
                 for client_id in ids
             ),
@@ -347,7 +463,16 @@ def _purge_chunk(
             at=change.at,
         )
         faults.checkpoint("purge.audited")
-    return [(client_id, checksums.get(client_id)) for client_id in ids]
+        if again is None:
+            # Last, so that everything else of the chunk has succeeded: a ledger that
+            # cannot be written rolls the chunk back, never a purge it does not record.
+            ledger.append(
+                session,
+                ledger.location(engine),
+                [ledger.NewEntry(ledger.PURGED, i, created[i], checksums.get(i)) for i in ids],
+                change.at,
+            )
+    return [(client_id, before[client_id], checksums.get(client_id)) for client_id in ids]
 
 
 def _backup_checksums(session: Session, in_chunk: Select[tuple[int]]) -> dict[int, str | None]:
