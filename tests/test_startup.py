@@ -161,3 +161,19 @@ def test_usage_errors_exit_2(args, tmp_path):
     assert "Traceback" not in run.stderr
     assert "Error" in run.stderr  # click's usage error panel
     assert run.stdout == ""
+
+
+def test_only_browse_imports_textual(tmp_path):
+    """Textual (and its start-up cost) is `browse`'s alone: help and a real command skip it."""
+    db = tmp_path / "p.db"
+    assert pbclients("--db", str(db), "init").returncode == 0
+    for args in (["--help"], ["browse", "--help"], ["--db", str(db), "list"]):
+        run = subprocess.run(
+            [sys.executable, "-c", _MODULES_AFTER, json.dumps(args)],
+            capture_output=True,
+            env=subprocess_env(),
+            check=True,
+        )
+        line = next(x for x in run.stderr.decode().splitlines() if x.startswith("MODULES "))
+        loaded = {name.split(".")[0] for name in json.loads(line.removeprefix("MODULES "))}
+        assert "textual" not in loaded, args

@@ -26,6 +26,7 @@ from pbclients.cli.output import plural
 from pbclients.cli.render import visible
 
 if TYPE_CHECKING:
+    from pbclients.cli.run import Wording
     from pbclients.editing import EditDetail
     from pbclients.enrolment import EnrolmentDetail
     from pbclients.limits import MaxChanges
@@ -69,40 +70,58 @@ def edit(
     """
     with reporting(ctx) as app:
         from pbclients import editing
-        from pbclients.cli.run import Wording, carry_out
-        from pbclients.csvinput import check_email, check_text
-        from pbclients.errors import BadInput, UsageError
+        from pbclients.cli.run import carry_out
+        from pbclients.errors import UsageError
 
-        if phone is not None and no_phone:
-            raise UsageError("Give --phone or --no-phone, not both.")
-        values: dict[str, str | None] = {}
-        if email is not None:
-            values["email"] = check_email(email.strip(), "--email")
-        for name, value, option in (
-            ("first_name", first_name, "--first-name"),
-            ("last_name", last_name, "--last-name"),
-        ):
-            if value is not None:
-                if not value.strip():
-                    raise BadInput(f"{option} cannot be empty; give the client's new value.")
-                values[name] = check_text(value.strip(), option)
-        if phone is not None:
-            values["phone"] = check_text(phone.strip(), "--phone") or None
-        if no_phone:
-            values["phone"] = None
+        values = edit_values(email, first_name, last_name, phone, no_phone)
         if not values:
             raise UsageError(
                 "Say what to change: --email, --first-name, --last-name, --phone or --no-phone."
             )
         engine = app.engine()
         plan = editing.preview(engine, [editing.ClientEdit(client, values)])
-        wording: Wording[EditDetail] = Wording(
-            question=_edit_question, summary=_edit_summary, records=edit_records
-        )
         carry_out(
-            app, engine, plan, editing.apply, wording,
+            app, engine, plan, editing.apply, edit_wording(),
             output=output, yes=yes, dry_run=dry_run, reason=reason, max_changes=max_changes,
         )  # fmt: skip
+
+
+def edit_values(
+    email: str | None,
+    first_name: str | None,
+    last_name: str | None,
+    phone: str | None,
+    no_phone: bool,
+) -> dict[str, str | None]:
+    """The new values given (None: keep the field), checked as `edit` checks them."""
+    from pbclients.csvinput import check_email, check_text
+    from pbclients.errors import BadInput, UsageError
+
+    if phone is not None and no_phone:
+        raise UsageError("Give --phone or --no-phone, not both.")
+    values: dict[str, str | None] = {}
+    if email is not None:
+        values["email"] = check_email(email.strip(), "--email")
+    for name, value, option in (
+        ("first_name", first_name, "--first-name"),
+        ("last_name", last_name, "--last-name"),
+    ):
+        if value is not None:
+            if not value.strip():
+                raise BadInput(f"{option} cannot be empty; give the client's new value.")
+            values[name] = check_text(value.strip(), option)
+    if phone is not None:
+        values["phone"] = check_text(phone.strip(), "--phone") or None
+    if no_phone:
+        values["phone"] = None
+    return values
+
+
+def edit_wording() -> Wording[EditDetail]:
+    """How edit speaks: its question, summary and records (also `browse`'s)."""
+    from pbclients.cli.run import Wording
+
+    return Wording(question=_edit_question, summary=_edit_summary, records=edit_records)
 
 
 def _edit_question(plan: Plan[EditDetail]) -> str:
