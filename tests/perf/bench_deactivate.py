@@ -162,6 +162,52 @@ def counts(db: str, engine: str) -> tuple[int, int]:
         return deactivated, events
 
 
+def measure(
+    engine: str,
+    url: str,
+    clients: int,
+    change: int,
+    *,
+    repeat: int = 1,
+    verify: bool = False,
+    keep: bool = False,
+) -> b.Result:
+    """Prepare, run tool and baseline `repeat` times on fresh copies, check they agree."""
+    work = Path(tempfile.mkdtemp(prefix="pbbench-deactivate-"))
+    csv_path = work / "change.csv"
+    runs = b.Comparison(engine, work, url, "pbbench_deact", b.tool_env(work / "home"))
+    print(f"machine: {b.machine()}; engine {engine}; work folder {work}")
+    try:
+        started = time.perf_counter()
+        prepared = runs.prepare()
+        if engine == "sqlite":
+            b.fill_sqlite(Path(prepared), clients)
+        else:
+            b.fill_postgres(prepared, clients)
+            b.pg_vacuum(prepared)
+        write_csv(csv_path, clients, change)
+        print(
+            f"prepared {clients:,} clients, CSV of {change:,} ids "
+            f"in {time.perf_counter() - started:.1f} s"
+        )
+        runs.run(
+            repeat,
+            lambda db: b.pbclients(
+                "--db", db, "deactivate", "--csv", str(csv_path), "--yes", "--format", "json"
+            ),
+            lambda db: [sys.executable, __file__, "--baseline-run", db, str(csv_path)],
+        )
+        tool_counts = counts(runs.tool_db, engine)
+        base_counts = counts(runs.base_db, engine)
+        if tool_counts != base_counts:
+            sys.exit(f"tool and baseline disagree: {tool_counts} vs {base_counts}")
+        if verify:
+            runs.verify_trails()
+        return b.Result(runs.tool_runs, runs.base_runs, {"changed": tool_counts[0]})
+    finally:
+        runs.cleanup(keep)
+
+
 def main() -> None:
     args = parse_args()
     if args.baseline_run:
@@ -169,48 +215,19 @@ def main() -> None:
         run = baseline_postgres if db.startswith("postgresql") else baseline_sqlite
         run(db, csv_path)
         return
-
-    work = Path(tempfile.mkdtemp(prefix="pbbench-deactivate-"))
-    csv_path = work / "change.csv"
-    runs = b.Comparison(args.engine, work, args.url, "pbbench_deact", b.tool_env(work / "home"))
-    print(f"machine: {b.machine()}; engine {args.engine}; work folder {work}")
-    try:
-        started = time.perf_counter()
-        prepared = runs.prepare()
-        if args.engine == "sqlite":
-            b.fill_sqlite(Path(prepared), args.clients)
-        else:
-            b.fill_postgres(prepared, args.clients)
-            b.pg_vacuum(prepared)
-        write_csv(csv_path, args.clients, args.change)
-        print(
-            f"prepared {args.clients:,} clients, CSV of {args.change:,} ids "
-            f"in {time.perf_counter() - started:.1f} s"
-        )
-        runs.run(
-            args.repeat,
-            lambda db: b.pbclients(
-                "--db", db, "deactivate", "--csv", str(csv_path), "--yes", "--format", "json"
-            ),
-            lambda db: [sys.executable, __file__, "--baseline-run", db, str(csv_path)],
-        )
-        tool_counts = counts(runs.tool_db, args.engine)
-        base_counts = counts(runs.base_db, args.engine)
-        if tool_counts != base_counts:
-            sys.exit(f"tool and baseline disagree: {tool_counts} vs {base_counts}")
-        if args.verify:
-            runs.verify_trails()
-        tool, base = runs.report("deactivate")
-        ratio = tool.seconds / base.seconds
-        print(
-            f"clients {args.clients:,}, changed {tool_counts[0]:,}; "
-            f"ratio tool/baseline {ratio:.2f}x wall, {tool.cpu_seconds / base.cpu_seconds:.2f}x "
-            f"CPU (aim <= {AIM_RATIO:.0f}x: {'met' if ratio <= AIM_RATIO else 'NOT met'}); "
-            f"tool peak {tool.peak_mb:.0f} MB (aim < {AIM_MB} MB: "
-            f"{'met' if tool.peak_mb < AIM_MB else 'NOT met'})"
-        )
-    finally:
-        runs.cleanup(args.keep)
+    result = measure(
+        args.engine, args.url, args.clients, args.change,
+        repeat=args.repeat, verify=args.verify, keep=args.keep,
+    )  # fmt: skip
+    tool, base = b.report("deactivate", args.engine, result)
+    ratio = tool.seconds / base.seconds
+    print(
+        f"clients {args.clients:,}, changed {result.facts['changed']:,}; "
+        f"ratio tool/baseline {ratio:.2f}x wall, {tool.cpu_seconds / base.cpu_seconds:.2f}x "
+        f"CPU (aim <= {AIM_RATIO:.0f}x: {'met' if ratio <= AIM_RATIO else 'NOT met'}); "
+        f"tool peak {tool.peak_mb:.0f} MB (aim < {AIM_MB} MB: "
+        f"{'met' if tool.peak_mb < AIM_MB else 'NOT met'})"
+    )
 
 
 if __name__ == "__main__":

@@ -127,24 +127,19 @@ def folder_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.iterdir()) / 1e6
 
 
-def main() -> None:
-    args = parse_args()
-    if args.baseline_run:
-        baseline(*args.baseline_run)
-        return
-
+def measure(
+    engine: str, url: str, clients: int, sizes: tuple[int, ...], *, keep: bool = False
+) -> dict[int, b.Result]:
+    """A demo practice of `clients`; tool and baseline export its first N for each size."""
     work = Path(tempfile.mkdtemp(prefix="pbbench-export-"))
     env = b.tool_env(work / "home")
     pg_name = "pbbench_export"
-    print(f"machine: {b.machine()}; engine {args.engine}; work folder {work}")
+    print(f"machine: {b.machine()}; engine {engine}; work folder {work}")
     try:
         started = time.perf_counter()
-        sqlite = args.engine == "sqlite"
-        db = str(work / "demo.db") if sqlite else b.pg_create(args.url, pg_name)
+        db = str(work / "demo.db") if engine == "sqlite" else b.pg_create(url, pg_name)
         b.check(
-            b.run_measured(
-                b.pbclients("--db", db, "demo", "--clients", str(args.clients)), env=env
-            ),
+            b.run_measured(b.pbclients("--db", db, "demo", "--clients", str(clients)), env=env),
             "pbclients demo",
         )
         listed = work / "ids.txt"
@@ -157,13 +152,15 @@ def main() -> None:
             )
         ids = listed.read_text().split()
         print(
-            f"demo practice of {args.clients:,} clients ({len(ids):,} listed) in "
+            f"demo practice of {clients:,} clients ({len(ids):,} listed) in "
             f"{time.perf_counter() - started:.1f} s"
         )
-        results = []
-        for count in (args.small, len(ids)):
+        results: dict[int, b.Result] = {}
+        for count in sizes:
+            count = min(count, len(ids))
             id_file = work / f"ids-{count}.txt"
             id_file.write_text("\n".join(ids[:count]) + "\n")
+            result = results.setdefault(count, b.Result([], []))
             for label in ("tool", "base"):
                 folder = work / f"{label}-{count}"
                 folder.mkdir()
@@ -181,14 +178,34 @@ def main() -> None:
                 files = len(list(folder.iterdir()))
                 if files != count:
                     sys.exit(f"{label} wrote {files} files for {count} clients")
-                results.append((label, count, measured, folder_mb(folder)))
+                (result.tool_runs if label == "tool" else result.base_runs).append(measured)
+                result.facts[f"{label}_mb_written"] = round(folder_mb(folder), 1)
                 print(f"{label} {count:,}: {measured.seconds:.2f} s ({b.load()})")
                 shutil.rmtree(folder)
+        return results
+    finally:
+        if keep:
+            print(f"kept: {work}" + (f" and database {pg_name}" if engine != "sqlite" else ""))
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+            if engine != "sqlite":
+                b.pg_drop(url, pg_name)
 
-        rows: list[tuple[str, ...]] = [
-            ("", "clients", "wall", "CPU", "clients/s", "MB written", "MB/s", "peak RSS")
-        ]
-        for label, count, m, mb in results:
+
+def main() -> None:
+    args = parse_args()
+    if args.baseline_run:
+        baseline(*args.baseline_run)
+        return
+    results = measure(
+        args.engine, args.url, args.clients, (args.small, args.clients), keep=args.keep
+    )
+    rows: list[tuple[str, ...]] = [
+        ("", "clients", "wall", "CPU", "clients/s", "MB written", "MB/s", "peak RSS")
+    ]
+    for count, result in results.items():
+        for label, m in (("tool", result.tool_runs[0]), ("base", result.base_runs[0])):
+            mb = result.facts[f"{label}_mb_written"]
             rows.append(
                 (
                     "pbclients export" if label == "tool" else f"raw {args.engine} + zipfile",
@@ -201,23 +218,17 @@ def main() -> None:
                     f"{m.peak_mb:.0f} MB",
                 )
             )
-        print()
-        print(b.table(rows))
-        tool_small, base_small, tool_big, base_big = (r[2] for r in results)
-        print()
-        print(
-            f"ratio tool/baseline: {tool_small.seconds / base_small.seconds:.2f}x at "
-            f"{args.small:,}, {tool_big.seconds / base_big.seconds:.2f}x at {len(ids):,}; "
-            f"tool peak {tool_small.peak_mb:.0f} MB -> {tool_big.peak_mb:.0f} MB for "
-            f"{len(ids) / args.small:.0f}x the clients"
-        )
-    finally:
-        if args.keep:
-            print(f"kept: {work}" + (f" and database {pg_name}" if args.engine != "sqlite" else ""))
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-            if args.engine != "sqlite":
-                b.pg_drop(args.url, pg_name)
+    print()
+    print(b.table(rows))
+    ordered = list(results.items())
+    (small, first), (big, last) = ordered[0], ordered[-1]
+    print()
+    print(
+        f"ratio tool/baseline: {first.tool_runs[0].seconds / first.base_runs[0].seconds:.2f}x "
+        f"at {small:,}, {last.tool_runs[0].seconds / last.base_runs[0].seconds:.2f}x at "
+        f"{big:,}; tool peak {first.tool_runs[0].peak_mb:.0f} MB -> "
+        f"{last.tool_runs[0].peak_mb:.0f} MB for {big / small:.0f}x the clients"
+    )
 
 
 if __name__ == "__main__":

@@ -305,26 +305,37 @@ def main() -> None:
         print(f"query plan, pbclients:\n{tool_plan}\nquery plan, baseline:\n{base_plan}\n")
         return
 
-    work = Path(tempfile.mkdtemp(prefix="pbbench-inactivity-"))
-    runs = b.Comparison(
-        args.engine, work, args.url, "pbbench_inactivity", b.tool_env(work / "home")
+    result = measure(args.engine, args.url, args.clients, repeat=args.repeat, keep=args.keep)
+    tool, base = b.report(f"inactive for {AGE_DAYS}d", args.engine, result)
+    print(
+        f"clients {args.clients:,}, {result.facts['inactive']:,} inactive for {AGE_DAYS} days; "
+        f"ratio tool/baseline {tool.seconds / base.seconds:.2f}x wall, "
+        f"{tool.cpu_seconds / base.cpu_seconds:.2f}x CPU; tool peak {tool.peak_mb:.0f} MB"
     )
-    print(f"machine: {b.machine()}; engine {args.engine}; work folder {work}")
+
+
+def measure(
+    engine: str, url: str, clients: int, *, repeat: int = 1, keep: bool = False
+) -> b.Result:
+    """Prepare one database, run both sides on it `repeat` times, check the same IDs."""
+    work = Path(tempfile.mkdtemp(prefix="pbbench-inactivity-"))
+    runs = b.Comparison(engine, work, url, "pbbench_inactivity", b.tool_env(work / "home"))
+    print(f"machine: {b.machine()}; engine {engine}; work folder {work}")
     try:
         started = time.perf_counter()
         db = runs.prepare()
-        # Filling, like the query plans below, runs in a child: the peak RSS a later child
-        # reports includes what this process held when it forked.
-        fill = ["--engine", args.engine, "--clients", str(args.clients), "--fill-run", db]
+        # Filling and the query plans run in children, so this process stays small
+        # (and its memory out of what the children report).
+        fill = ["--engine", engine, "--clients", str(clients), "--fill-run", db]
         subprocess.run([sys.executable, __file__, *fill], env=runs.env, check=True)
         print(
-            f"prepared {args.clients:,} clients with {record_count(db, args.engine):,} records "
+            f"prepared {clients:,} clients with {record_count(db, engine):,} records "
             f"in {time.perf_counter() - started:.1f} s"
         )
         sys.stdout.flush()
         subprocess.run([sys.executable, __file__, "--plans-run", db], env=runs.env, check=True)
         outputs = {}
-        for n in range(args.repeat):
+        for n in range(repeat):
             for side, runs_list in (("tool", runs.tool_runs), ("baseline", runs.base_runs)):
                 out = work / f"{side}.txt"
                 with out.open("wb") as sink:
@@ -340,14 +351,9 @@ def main() -> None:
             )
         if outputs["tool"] != outputs["baseline"]:
             sys.exit(f"tool and baseline disagree: {outputs['tool']} vs {outputs['baseline']}")
-        tool, base = runs.report(f"inactive for {AGE_DAYS}d")
-        print(
-            f"clients {args.clients:,}, {outputs['tool'][0]:,} inactive for {AGE_DAYS} days; "
-            f"ratio tool/baseline {tool.seconds / base.seconds:.2f}x wall, "
-            f"{tool.cpu_seconds / base.cpu_seconds:.2f}x CPU; tool peak {tool.peak_mb:.0f} MB"
-        )
+        return b.Result(runs.tool_runs, runs.base_runs, {"inactive": outputs["tool"][0]})
     finally:
-        runs.cleanup(args.keep)
+        runs.cleanup(keep)
 
 
 if __name__ == "__main__":

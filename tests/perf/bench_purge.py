@@ -305,55 +305,72 @@ def counts(db: str, engine: str) -> tuple[int, ...]:
         return tuple(pg.execute(query).fetchone() or ())
 
 
+def measure(
+    engine: str,
+    url: str,
+    clients: int,
+    deleted_count: int,
+    *,
+    repeat: int = 1,
+    verify: bool = False,
+    keep: bool = False,
+) -> b.Result:
+    """Prepare, run tool and baseline `repeat` times on fresh copies, check they agree."""
+    work = Path(tempfile.mkdtemp(prefix="pbbench-purge-"))
+    runs = b.Comparison(engine, work, url, "pbbench_purge", b.tool_env(work / "home"))
+    deleted = sorted(random.Random(3).sample(range(1, clients + 1), deleted_count))
+    print(f"machine: {b.machine()}; engine {engine}; work folder {work}")
+    try:
+        started = time.perf_counter()
+        prepared = runs.prepare()
+        if engine == "sqlite":
+            b.fill_sqlite(Path(prepared), clients)
+            prepare_sqlite(Path(prepared), deleted)
+        else:
+            b.fill_postgres(prepared, clients)
+            prepare_postgres(prepared, deleted)
+            b.pg_vacuum(prepared)
+        before = counts(prepared, engine)
+        print(
+            f"prepared {clients:,} clients, {deleted_count:,} due for purge with "
+            f"{before[1] // 2 * 10 // max(1, deleted_count):,} records each "
+            f"in {time.perf_counter() - started:.1f} s"
+        )
+        runs.run(
+            repeat,
+            lambda db: b.pbclients("--db", db, "purge", "--yes"),
+            lambda db: [sys.executable, __file__, "--baseline-run", db],
+            tool_stdout=None,
+        )
+        tool_counts = counts(runs.tool_db, engine)
+        base_counts = counts(runs.base_db, engine)
+        if tool_counts != base_counts or tool_counts[3] != deleted_count:
+            sys.exit(f"tool and baseline disagree: {tool_counts} vs {base_counts}")
+        if verify:
+            runs.verify_trails()
+        # Two journal entries of ten records per client.
+        return b.Result(runs.tool_runs, runs.base_runs, {"records": before[1] // 2 * 10})
+    finally:
+        runs.cleanup(keep)
+
+
 def main() -> None:
     args = parse_args()
     if args.baseline_run:
         db = args.baseline_run
         (baseline_postgres if db.startswith("postgresql") else baseline_sqlite)(db)
         return
-
-    work = Path(tempfile.mkdtemp(prefix="pbbench-purge-"))
-    runs = b.Comparison(args.engine, work, args.url, "pbbench_purge", b.tool_env(work / "home"))
-    deleted = sorted(random.Random(3).sample(range(1, args.clients + 1), args.deleted))
-    print(f"machine: {b.machine()}; engine {args.engine}; work folder {work}")
-    try:
-        started = time.perf_counter()
-        prepared = runs.prepare()
-        if args.engine == "sqlite":
-            b.fill_sqlite(Path(prepared), args.clients)
-            prepare_sqlite(Path(prepared), deleted)
-        else:
-            b.fill_postgres(prepared, args.clients)
-            prepare_postgres(prepared, deleted)
-            b.pg_vacuum(prepared)
-        before = counts(prepared, args.engine)
-        print(
-            f"prepared {args.clients:,} clients, {args.deleted:,} due for purge with "
-            f"{before[1] // 2 * 10 // max(1, args.deleted):,} records each "
-            f"in {time.perf_counter() - started:.1f} s"
-        )
-        runs.run(
-            args.repeat,
-            lambda db: b.pbclients("--db", db, "purge", "--yes"),
-            lambda db: [sys.executable, __file__, "--baseline-run", db],
-            tool_stdout=None,
-        )
-        tool_counts = counts(runs.tool_db, args.engine)
-        base_counts = counts(runs.base_db, args.engine)
-        if tool_counts != base_counts or tool_counts[3] != args.deleted:
-            sys.exit(f"tool and baseline disagree: {tool_counts} vs {base_counts}")
-        if args.verify:
-            runs.verify_trails()
-        tool, base = runs.report("purge")
-        records = before[1] // 2 * 10  # two journal entries of ten records per client
-        print(
-            f"clients {args.clients:,}, purged {args.deleted:,} with ~{records:,} records "
-            f"({args.deleted / tool.seconds:,.0f} clients/s); ratio tool/baseline "
-            f"{tool.seconds / base.seconds:.2f}x wall, "
-            f"{tool.cpu_seconds / base.cpu_seconds:.2f}x CPU; tool peak {tool.peak_mb:.0f} MB"
-        )
-    finally:
-        runs.cleanup(args.keep)
+    result = measure(
+        args.engine, args.url, args.clients, args.deleted,
+        repeat=args.repeat, verify=args.verify, keep=args.keep,
+    )  # fmt: skip
+    tool, base = b.report("purge", args.engine, result)
+    print(
+        f"clients {args.clients:,}, purged {args.deleted:,} with ~{result.facts['records']:,} "
+        f"records ({args.deleted / tool.seconds:,.0f} clients/s); ratio tool/baseline "
+        f"{tool.seconds / base.seconds:.2f}x wall, "
+        f"{tool.cpu_seconds / base.cpu_seconds:.2f}x CPU; tool peak {tool.peak_mb:.0f} MB"
+    )
 
 
 if __name__ == "__main__":
