@@ -9,9 +9,12 @@ from typing import Annotated
 import typer
 
 from pbclients import __version__
-from pbclients.cli import access, admin, backups, editing, maintenance, roster
+from pbclients.cli import access, admin, backups, editing, maintenance, roster, timing
+from pbclients.cli.browse import browse
 from pbclients.cli.common import AppState
 from pbclients.cli.database import db_app
+from pbclients.cli.hold import hold
+from pbclients.cli.store import backups_app
 
 app = typer.Typer(
     name="pbclients",
@@ -78,6 +81,7 @@ ROSTER = "Roster"
 ACCESS = "Portal access"
 DATA = "Deletion and backups"
 ADMIN = "Practice"
+TIME = "Schedules and automation"
 
 app.command(rich_help_panel=ROSTER)(roster.init)
 app.command(rich_help_panel=ROSTER)(roster.demo)
@@ -85,6 +89,7 @@ app.command(rich_help_panel=ROSTER)(roster.add)
 app.command("import", rich_help_panel=ROSTER)(roster.import_clients)
 app.command("list", rich_help_panel=ROSTER)(roster.list_clients)
 app.command(rich_help_panel=ROSTER)(roster.show)
+app.command(rich_help_panel=ROSTER)(browse)
 app.command(rich_help_panel=ROSTER)(editing.edit)
 app.command(rich_help_panel=ROSTER)(editing.enrol)
 app.command(rich_help_panel=ROSTER)(editing.unenrol)
@@ -95,6 +100,12 @@ app.command(rich_help_panel=DATA)(backups.export)
 app.command(rich_help_panel=DATA)(backups.delete)
 app.command(rich_help_panel=DATA)(backups.restore)
 app.command(rich_help_panel=DATA)(maintenance.purge)
+app.command(rich_help_panel=DATA)(hold)
+app.add_typer(backups_app, name="backups", rich_help_panel=DATA)
+app.add_typer(timing.schedule_app, name="schedule", rich_help_panel=TIME)
+app.add_typer(timing.policy_app, name="policy", rich_help_panel=TIME)
+app.command("run-due", rich_help_panel=TIME)(timing.run_due)
+app.command(rich_help_panel=TIME)(timing.due)
 app.command(rich_help_panel=ADMIN)(admin.plan)
 app.add_typer(admin.audit_app, name="audit", rich_help_panel=ADMIN)
 app.command(rich_help_panel=ADMIN)(admin.paths)
