@@ -18,6 +18,7 @@ import argparse
 import fcntl
 import os
 import pty
+import re
 import select
 import struct
 import subprocess
@@ -41,12 +42,16 @@ from _bench import (
     vm_hwm_kib,
 )
 
+_ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
+
 
 def _read_until(fd: int, marker: bytes, seen: bytearray, seconds: float = 120) -> float:
     """Read the terminal until `marker` shows; the moment it did (perf_counter)."""
     deadline = time.monotonic() + seconds
     start = len(seen)
-    while marker not in seen[max(0, start - len(marker)) :]:
+    # Textual redraws only the cells that changed, with cursor moves between them: the
+    # marker is looked for in the text without its escape sequences.
+    while marker not in _ANSI.sub(b"", bytes(seen[start:])):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise SystemExit(f"timed out waiting for {marker!r}")
