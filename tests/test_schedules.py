@@ -202,6 +202,8 @@ def test_cancel_stops_a_schedule_and_is_audited(cli, practice, engine, monkeypat
         ("+0d", 2, False),
         ("+5x", 2, False),
         ("2200-01-01", 2, False),
+        ("9999-12-31T23:59-12:00", 2, False),  # off the calendar once in UTC
+        ("0001-01-01T00:00+14:00", 3, False),
         ("\x1b[2J", 2, False),
     ],
 )

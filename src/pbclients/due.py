@@ -45,6 +45,7 @@ class PolicyOutcome:
     limit: int
     deleted: Batch[Any] | None = None
     deactivated: Batch[Any] | None = None
+    # Why the policy changed nobody: "off", or "over-cap" (its candidates exceed `limit`).
     skipped: str | None = None
 
 
@@ -114,7 +115,7 @@ def run_due(
 
 def _policy_note(outcome: PolicyOutcome) -> str:
     if outcome.skipped:
-        return outcome.skipped.split(":", 1)[0].replace(" ", "-")
+        return outcome.skipped
     deleted = outcome.deleted.changing if outcome.deleted else 0
     deactivated = outcome.deactivated.changing if outcome.deactivated else 0
     return f"deactivated:{deactivated},deleted:{deleted}"
@@ -129,7 +130,6 @@ def _run_policy(
         policy = automation.read(session)
         found = automation.candidates(session, policy, now)
         limit = automation.cap(session, policy)
-    outcome = PolicyOutcome(policy, found, limit)
     if not policy.enabled:
         return PolicyOutcome(policy, found, limit, skipped="off")
     if found.total > limit:
@@ -144,7 +144,7 @@ def _run_policy(
                 ),
             )
         )
-        return PolicyOutcome(policy, found, limit, skipped=f"over cap: {found.total}>{limit}")
+        return PolicyOutcome(policy, found, limit, skipped="over-cap")
     deleted = deactivated = None
     if found.delete:
         rule = f"delete-after {policy.delete_after}"
@@ -161,7 +161,7 @@ def _run_policy(
             deactivated = lifecycle.apply(engine, status_plan, _policy_change(actor, now, rule))
         except PbClientsError as error:
             run.failures.append(("policy deactivations", error))
-    return PolicyOutcome(outcome.policy, found, limit, deleted, deactivated)
+    return PolicyOutcome(policy, found, limit, deleted, deactivated)
 
 
 def _ids(client_ids: list[int]) -> Selection:

@@ -67,11 +67,14 @@ def parse_when(text: str, now: datetime, time_zone: str) -> datetime:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=ZoneInfo(time_zone))
-    try:
-        due = moment.astimezone(UTC)
-    except OverflowError:
-        due = clock.LATEST + timedelta(days=1) if moment.year > 2000 else clock.EARLIEST
-    if due > clock.LATEST:
+    # Checked before converting: a time zone's offset can carry year 1 or 9999 off the calendar.
+    if moment.year < clock.EARLIEST.year:
+        raise BadInput(
+            f"--at {text[:60]!r} is in the past; nothing was scheduled. Give a later time, or "
+            "run the command without --at to change now."
+        )
+    due = moment.astimezone(UTC) if moment.year <= clock.LATEST.year else None
+    if due is None or due > clock.LATEST:
         raise UsageError(
             f"--at {text[:60]!r} is past {clock.LATEST.year}, the latest time the tool keeps; "
             "give an earlier date."

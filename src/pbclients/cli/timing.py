@@ -517,7 +517,8 @@ def _print_run(run: DueRun, output: OutputFormat) -> None:
         policy = record["policy"] or {}
         rows.append(
             {"step": "policy", "changed": policy.get("deactivated", 0) + policy.get("deleted", 0),
-             "skipped": policy.get("skipped") or 0, "batch": policy.get("deactivate_batch")}
+             "skipped": policy.get("candidates", 0) if policy.get("skipped") == "over-cap" else 0,
+             "batch": policy.get("deactivate_batch")}
         )  # fmt: skip
         rows.append({"step": "purge", "changed": record["purged"], "skipped": 0,
                      "batch": record["purge_batch"]})  # fmt: skip
