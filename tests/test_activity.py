@@ -15,10 +15,11 @@ import pytest
 from sqlalchemy import Engine, insert, select
 from sqlmodel import col
 
-from pbclients import activity
+from pbclients import activity, roster_view
 from pbclients.activity import Age, AgeUnit, inactive_cutoff, parse_age
 from pbclients.db import reading, writing
 from pbclients.errors import ExitCode, UsageError
+from pbclients.lookup import shorten
 from pbclients.models import (
     Appointment,
     Client,
@@ -32,7 +33,6 @@ from pbclients.models import (
     Protocol,
     SessionNote,
 )
-from pbclients.selection import shorten
 
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 PROGRAM_NUMBERS = itertools.count(1)
@@ -236,14 +236,19 @@ def test_combines_with_status_and_program_filters(engine: Engine) -> None:
     assert inactive(engine, in_program, Client.status == "deactivated") == [2]
 
 
-def test_last_activity_is_a_column_for_any_select(engine: Engine) -> None:
+def test_last_activity_reads_the_same_in_a_session_and_through_the_bare_driver(
+    engine: Engine,
+) -> None:
     add_client(engine, 1)
     add_client(engine, 2)
     add(engine, JournalEntry, client_id=2, written_at=RECENT, body="x")
-    expression = activity.last_activity_expr(NOW)
-    query = select(col(Client.id), expression).where(expression > CUTOFF)
-    with reading(engine) as session:
-        assert session.execute(query).all() == [(2, RECENT)]
+    with writing(engine) as session:
+        # Inside a write transaction: the reader shares the session's connection.
+        in_session = activity.last_activity(session, [1, 2, 99], NOW)
+    with roster_view.database_of(engine).read() as reader:
+        bare = activity.last_activity(reader, [2, 1], NOW)
+    assert in_session == bare
+    assert in_session[2] == RECENT and set(in_session) == {1, 2}
 
 
 # --- ages --------------------------------------------------------------------------------------

@@ -52,8 +52,8 @@ def make_app(db_target: str):
     from pbclients.roster_view import program_names
 
     state = AppState(db_target, None, False)
-    engine = state.engine()
-    return BrowseApp(state, engine, program_names(engine))
+    database = state.database()
+    return BrowseApp(state, database, program_names(database))
 
 
 async def settle(pilot) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, text
 
-from pbclients import audit, plan, roster_view
+from pbclients import audit, plan, roster_view, trail
 from pbclients.clock import iso
 from pbclients.errors import BadInput, UnknownClient
 from pbclients.operation import Action
@@ -103,21 +103,21 @@ def test_the_trail_stores_actions_as_plain_text_and_filters_by_any_string(
             text("SELECT DISTINCT action FROM audit_event ORDER BY action")
         ).scalars()
         assert list(stored) == ["add", "deactivate"]
-    by_text = audit.trail(engine, audit.EventFilter(action="deactivate"))
-    by_member = audit.trail(engine, audit.EventFilter(action=Action.DEACTIVATE))
+    by_text = trail.trail(engine, trail.EventFilter(action="deactivate"))
+    by_member = trail.trail(engine, trail.EventFilter(action=Action.DEACTIVATE))
     assert [e.client_id for e in by_text] == [e.client_id for e in by_member] == [2]
-    assert audit.trail(engine, audit.EventFilter(action="plan.set_limit")) == []
+    assert trail.trail(engine, trail.EventFilter(action="plan.set_limit")) == []
 
 
 def test_the_trail_finds_a_client_by_email_or_by_an_id_that_is_gone(
     engine: Engine, practice: object, cli: Cli
 ) -> None:
     assert cli("deactivate", "2", "--yes").exit_code == 0
-    by_email = audit.trail(engine, audit.EventFilter(client="BEN@example.org"))
+    by_email = trail.trail(engine, trail.EventFilter(client="BEN@example.org"))
     assert [e.action for e in by_email] == ["add", "deactivate"]
-    assert audit.trail(engine, audit.EventFilter(client="999")) == []
+    assert trail.trail(engine, trail.EventFilter(client="999")) == []
     with pytest.raises(UnknownClient):
-        audit.trail(engine, audit.EventFilter(client="zed@example.org"))
-    newest = audit.trail(engine, audit.EventFilter(limit=1))
-    assert [audit.as_record(e)["action"] for e in newest] == ["deactivate"]
+        trail.trail(engine, trail.EventFilter(client="zed@example.org"))
+    newest = trail.trail(engine, trail.EventFilter(limit=1))
+    assert [e.as_record()["action"] for e in newest] == ["deactivate"]
     assert audit.check(engine).intact

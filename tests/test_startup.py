@@ -91,18 +91,52 @@ def test_importtime_of_help_shows_no_database_library():
     assert not [name for name in imported if name.split(".")[0] in HEAVY]
 
 
-def test_a_real_command_does_import_the_database_layer(tmp_path):
-    """A command that does real work does import the database layer (the check above is real)."""
-    db = tmp_path / "p.db"
-    assert pbclients("--db", str(db), "init").returncode == 0
+def _modules_after(args: list[str]) -> set[str]:
     run = subprocess.run(
-        [sys.executable, "-c", _MODULES_AFTER, json.dumps(["--db", str(db), "list"])],
+        [sys.executable, "-c", _MODULES_AFTER, json.dumps(args)],
         capture_output=True,
         env=subprocess_env(),
         check=True,
     )
     line = next(x for x in run.stderr.decode().splitlines() if x.startswith("MODULES "))
-    assert "sqlalchemy" in json.loads(line.removeprefix("MODULES "))
+    return {name.split(".")[0] for name in json.loads(line.removeprefix("MODULES "))}
+
+
+# The read commands answer through the bare driver (pbclients.readdb): importing the ORM
+# would cost them several times their query (issue 12).
+READ_COMMANDS = [
+    ["list", "--limit", "5"],
+    ["list", "--format", "json", "--search", "a", "--held"],
+    ["list", "--inactive-for", "30d", "--format", "ids"],
+    ["show", "1"],
+    ["show", "1", "--format", "json"],
+    ["plan"],
+    ["plan", "--format", "json"],
+    ["audit", "--limit", "20"],
+    ["audit", "--client", "1", "--format", "csv"],
+]
+
+
+@pytest.fixture(scope="module")
+def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    db = tmp_path_factory.mktemp("startup") / "p.db"
+    assert pbclients("--db", str(db), "demo", "--clients", "5").returncode == 0
+    return db
+
+
+@pytest.mark.parametrize("args", READ_COMMANDS, ids=" ".join)
+def test_read_commands_import_no_orm(args, demo_db):
+    loaded = _modules_after(["--db", str(demo_db), *args])
+    assert "pbclients" in loaded
+    assert not loaded & {"sqlalchemy", "sqlmodel", "alembic"}, sorted(loaded)
+
+
+def test_a_changing_command_does_import_the_database_layer(tmp_path):
+    """A command that writes does import the ORM (the checks above are real)."""
+    db = tmp_path / "p.db"
+    assert pbclients("--db", str(db), "init").returncode == 0
+    loaded = _modules_after(["--db", str(db), "plan", "--set-limit", "5", "--yes"])
+    assert {"sqlalchemy", "sqlmodel"} <= loaded
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -139,7 +173,7 @@ def test_an_unexpected_error_is_one_line_exit_1_and_debug_shows_its_traceback(tm
     run = pbclients("--db", str(damaged), "list")
     assert run.returncode == 1
     assert run.stderr.decode() == (
-        "Unexpected error: OperationalError: (sqlite3.OperationalError) no such column: "
+        "Unexpected error: OperationalError: no such column: "
         "client.first_name. Run the command again with --debug for details.\n"
     )
     debug = pbclients("--debug", "--db", str(damaged), "list")

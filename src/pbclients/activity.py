@@ -16,105 +16,87 @@ answered from the (client_id, time) indexes of migration 0003.
 from __future__ import annotations
 
 import calendar
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Any
-
-from sqlalchemy import ColumnElement, and_, func, or_, select
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.functions import GenericFunction
-from sqlmodel import Session, col
+from typing import TYPE_CHECKING, Any
 
 from pbclients.clock import MAX_AGE_DAYS
 from pbclients.errors import UsageError
-from pbclients.models import (
-    Appointment,
-    Client,
-    Enrolment,
-    FormRequest,
-    JournalEntry,
-    Message,
-    UTCDateTime,
-)
-from pbclients.selection import chunks, shorten
+from pbclients.lookup import chunks, shorten
 from pbclients.settings import whole_number
+
+if TYPE_CHECKING:
+    from sqlalchemy import ColumnElement
+    from sqlmodel import Session
+
+    from pbclients.readdb import Reader
 
 # --- what counts as activity ------------------------------------------------------------------
 
-# Every (table, times) whose rows mark a client as active, in one place. Appointments are
-# here with their start; only past ones count as activity (see `_happened`), and a future
-# one exempts the client instead. Each table's times share one (client_id, ...) index.
-SOURCES: tuple[tuple[Any, tuple[Any, ...]], ...] = (
-    (Appointment, (col(Appointment.starts_at),)),
-    (JournalEntry, (col(JournalEntry.written_at),)),
-    (Message, (col(Message.sent_at),)),
-    (FormRequest, (col(FormRequest.completed_at),)),
-    (Enrolment, (col(Enrolment.enrolled_at), col(Enrolment.completed_at))),
+# Every (table, time columns) whose rows mark a client as active, in one place. Appointments
+# are here with their start; only past ones count as activity, and a future one exempts the
+# client instead. Each table's times share one (client_id, ...) index (migration 0003).
+#
+# The statements below are SQL text over these names, not SQLAlchemy expressions: `list`,
+# `show` and `due` read them through the bare driver (pbclients.readdb), and the write
+# paths wrap the same text for their Core queries (`inactive_since`), so one statement
+# answers both.
+APPOINTMENT = "appointment"
+SOURCES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (APPOINTMENT, ("starts_at",)),
+    ("journal_entry", ("written_at",)),
+    ("message", ("sent_at",)),
+    ("form_request", ("completed_at",)),
+    ("enrolment", ("enrolled_at", "completed_at")),
 )
 
 
-def _happened(model: Any, now: datetime) -> list[ColumnElement[bool]]:
-    """What keeps only the records that happened by `now`: an appointment yet to start has not."""
-    return [col(Appointment.starts_at) <= now] if model is Appointment else []
+@dataclass(frozen=True)
+class Inactivity:
+    """`--inactive-for`: clients with no activity after `cutoff`, as of `now`."""
+
+    cutoff: datetime
+    now: datetime
 
 
-class _Latest(GenericFunction[datetime]):
-    """The latest of non-NULL timestamps: GREATEST on PostgreSQL, scalar max() on SQLite.
+def _inactive_sql(mark: Callable[[str], str]) -> str:
+    """The WHERE condition on `client` of `inactive_since`; `mark(name)` writes each
+    parameter, in the order they appear: `cutoff`, and `since` for appointments (the
+    earlier of cutoff and now).
 
-    Both return NULL as soon as one argument is NULL on SQLite, so callers pass only
-    values that cannot be NULL (each one COALESCEd with the client's creation).
+    Selecting the indexed client_id (not EXISTS' usual `*`) lets SQLite answer each
+    NOT EXISTS from the index alone instead of visiting each table row.
     """
-
-    type = UTCDateTime()
-    name = "pb_latest"
-    inherit_cache = True
-
-
-@compiles(_Latest)
-def _latest_default(element: _Latest, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"greatest({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(_Latest, "sqlite")
-def _latest_sqlite(element: _Latest, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"max({compiler.process(element.clauses, **kw)})"
+    conditions = [f"client.created_at <= {mark('cutoff')}"]
+    for table, times in SOURCES:
+        bound = "since" if table == APPOINTMENT else "cutoff"
+        recent = " OR ".join(f"{table}.{time} > {mark(bound)}" for time in times)
+        conditions.append(
+            f"NOT EXISTS (SELECT {table}.client_id FROM {table} "
+            f"WHERE {table}.client_id = client.id AND ({recent}))"
+        )
+    return " AND ".join(conditions)
 
 
-def last_activity_expr(now: datetime) -> ColumnElement[datetime]:
-    """The last activity of the `Client` row it is selected with, as of `now`.
-
-    A correlated expression for a SELECT over `Client`: each kind's latest time is one
-    seek into its (client_id, time) index. Meant for a page of clients (`show`, a page
-    of `list`); to select among all clients use `inactive_since`, which stops at the
-    first recent record.
-    """
-    created = col(Client.created_at)
-    latest: list[Any] = [created]
-    for model, times in SOURCES:
-        for time in times:
-            newest = (
-                select(func.max(time))
-                .where(model.client_id == Client.id, *_happened(model, now))
-                .scalar_subquery()
-            )
-            latest.append(func.coalesce(newest, created))
-    return _Latest(*latest)
+def _upcoming_sql(mark: str) -> str:
+    return (
+        f"EXISTS (SELECT {APPOINTMENT}.client_id FROM {APPOINTMENT} "
+        f"WHERE {APPOINTMENT}.client_id = client.id AND {APPOINTMENT}.starts_at > {mark})"
+    )
 
 
-def last_activity(
-    session: Session, client_ids: Iterable[int], now: datetime
-) -> dict[int, datetime]:
-    """Each known client's last activity as of `now`; unknown ids are left out."""
-    found: dict[int, datetime] = {}
-    expression = last_activity_expr(now).label("last_activity")
-    for chunk in chunks(sorted(set(client_ids))):
-        query = select(col(Client.id), expression).where(col(Client.id).in_(chunk))
-        for client_id, moment in session.execute(query):
-            found[int(client_id)] = moment
-    return found
+def inactive_where(reader: Reader, cutoff: datetime, now: datetime) -> tuple[str, list[Any]]:
+    """`inactive_since` for a bare-driver query on `client`: (condition, its values)."""
+    moments = {"cutoff": reader.at(cutoff), "since": reader.at(min(cutoff, now))}
+    values: list[Any] = []
+
+    def mark(name: str) -> str:
+        values.append(moments[name])
+        return "?"
+
+    return _inactive_sql(mark), values
 
 
 def inactive_since(cutoff: datetime, now: datetime) -> ColumnElement[bool]:
@@ -130,23 +112,64 @@ def inactive_since(cutoff: datetime, now: datetime) -> ColumnElement[bool]:
     comparing it (measured in tests/perf/bench_inactivity.py). Appointments are taken
     after the earlier of cutoff and now, which also catches every upcoming appointment.
     """
-    conditions: list[ColumnElement[bool]] = [col(Client.created_at) <= cutoff]
-    for model, times in SOURCES:
-        since = min(cutoff, now) if model is Appointment else cutoff
-        recent = or_(*(time > since for time in times))
-        # Selecting the indexed client_id (not EXISTS' default `*`) lets SQLite answer
-        # from the index alone instead of visiting each table row.
-        found = select(model.client_id).where(model.client_id == Client.id, recent)
-        conditions.append(~found.exists())
-    return and_(*conditions)
+    from pbclients.db import SqlCondition
+    from pbclients.models import UTCDateTime
+
+    moments = {"cutoff": cutoff, "since": min(cutoff, now)}
+    values: list[tuple[datetime, UTCDateTime]] = []
+
+    def mark(name: str) -> str:
+        values.append((moments[name], UTCDateTime()))
+        return "?"
+
+    return SqlCondition(_inactive_sql(mark), values)
 
 
 def upcoming_appointment(now: datetime) -> ColumnElement[bool]:
     """A WHERE clause on `Client`: it has an appointment starting after `now`."""
-    found = select(col(Appointment.client_id)).where(
-        col(Appointment.client_id) == Client.id, col(Appointment.starts_at) > now
+    from pbclients.db import SqlCondition
+    from pbclients.models import UTCDateTime
+
+    return SqlCondition(_upcoming_sql("?"), [(now, UTCDateTime())])
+
+
+def _last_activity_sql(dialect: str, count: int) -> str:
+    """Each listed client's last activity as of a bound `now`: one index seek per kind.
+
+    The latest of non-NULL times: GREATEST on PostgreSQL, scalar max() on SQLite (which
+    returns NULL as soon as one argument is NULL, hence each COALESCEd with creation).
+    """
+    latest = ["client.created_at"]
+    for table, times in SOURCES:
+        happened = f" AND {table}.starts_at <= ?" if table == APPOINTMENT else ""
+        for time in times:
+            latest.append(
+                f"COALESCE((SELECT max({table}.{time}) FROM {table} "
+                f"WHERE {table}.client_id = client.id{happened}), client.created_at)"
+            )
+    function = "max" if dialect == "sqlite" else "greatest"
+    marks = ", ".join("?" * count)
+    return (
+        f"SELECT client.id, {function}({', '.join(latest)}) "
+        f"FROM client WHERE client.id IN ({marks})"
     )
-    return found.exists()
+
+
+def last_activity(
+    source: Reader | Session, client_ids: Iterable[int], now: datetime
+) -> dict[int, datetime]:
+    """Each known client's last activity as of `now`; unknown ids are left out."""
+    from pbclients.readdb import Reader, utc
+
+    reader = source if isinstance(source, Reader) else Reader.of(source)
+    found: dict[int, datetime] = {}
+    moment = reader.at(now)
+    for chunk in chunks(sorted(set(client_ids)), 500):
+        sql = _last_activity_sql(reader.dialect, len(chunk))
+        # The one parameter before the ids: the appointments' `now`.
+        for client_id, latest in reader.iterate(sql, moment, *chunk):
+            found[int(client_id)] = utc(latest) or now
+    return found
 
 
 # --- ages: --inactive-for 180d ----------------------------------------------------------------

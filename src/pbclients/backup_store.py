@@ -52,11 +52,11 @@ from pbclients.backup.reader import open_backup, verify_backup
 from pbclients.db import reading, writing
 from pbclients.errors import DatabaseBusy
 from pbclients.holds import holds_of
+from pbclients.lookup import chunks
 from pbclients.models import RECORD_MODELS, AuditEvent, Client
 from pbclients.operation import Action, Batch, Change, Plan, ProgressCallback, carried_out
 from pbclients.policy import Status
 from pbclients.results import ChangeResult, Outcome
-from pbclients.selection import chunks
 
 EXISTS = "exists"
 DELETED = "deleted"
@@ -71,10 +71,8 @@ _ASIDE = ".pruning"
 _CHUNK = 1 << 20
 
 # The record kinds whose times count as activity, and those times' column names.
-_KIND_OF = {model: kind for kind, model in RECORD_MODELS.items()}
-_ACTIVITY: dict[str, tuple[str, ...]] = {
-    _KIND_OF[model]: tuple(str(column.key) for column in columns) for model, columns in SOURCES
-}
+_KIND_OF = {str(model.__tablename__): kind for kind, model in RECORD_MODELS.items()}
+_ACTIVITY: dict[str, tuple[str, ...]] = {_KIND_OF[table]: times for table, times in SOURCES}
 
 
 @dataclass(frozen=True)

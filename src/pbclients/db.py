@@ -14,51 +14,42 @@ that is then refused would change someone else's database.
 
 from __future__ import annotations
 
-import math
-import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
+    ColumnElement,
     Engine,
     MetaData,
     Table,
+    bindparam,
     create_engine,
     event,
     text,
 )
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.types import TypeEngine
 from sqlmodel import Session
 
+from pbclients.dbfile import (
+    BUSY,
+    READ_ONLY,
+    lock_timeout_seconds,
+    read_only_connection,
+)
 from pbclients.errors import DatabaseBusy, UsageError
 from pbclients.paths import is_url, touch_private
 
 _WRITE = "pbclients_write"
-
-SQLITE_MAGIC = b"SQLite format 3\x00"
-# Byte 18 of a SQLite header ("file format write version") is 2 in WAL mode.
-_WAL_HEADER_BYTE = 18
-
-
-def lock_timeout_seconds() -> float:
-    """How long a command waits for another writer before giving up with exit 5."""
-    raw = os.environ.get("PBCLIENTS_LOCK_TIMEOUT", "10")
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = math.nan
-    # A day is longer than any cron run waits; inf and nan would overflow the drivers.
-    if not 0 <= seconds <= 86_400:
-        raise UsageError(
-            f"PBCLIENTS_LOCK_TIMEOUT={raw!r} is not a number of seconds from 0 to 86400."
-        )
-    return seconds
 
 
 def sqlalchemy_url(target: str) -> URL:
@@ -97,35 +88,6 @@ def _file_of(url: URL) -> Path | None:
     return Path(url.database)
 
 
-def sqlite_header(path: Path) -> bytes:
-    """The first 100 bytes of a file (its SQLite header if it is a SQLite database)."""
-    with path.open("rb") as file:
-        return file.read(100)
-
-
-def read_only_connection(path: Path) -> sqlite3.Connection:
-    """A connection that cannot change `path`: SQLite `mode=ro`, and no pragma that writes.
-
-    A database in WAL mode whose -wal file is absent is opened `immutable=1`:
-    reading it with plain `mode=ro` would create -wal and -shm files beside it and
-    leave them there. Without a -wal file the main file holds every committed page,
-    so nothing is missed; when one exists (another process has the database open),
-    `mode=ro` reads through it and creates nothing new.
-    """
-    from urllib.parse import quote
-
-    header = sqlite_header(path)
-    wal_mode = len(header) > _WAL_HEADER_BYTE and header[_WAL_HEADER_BYTE] == 2
-    flags = "mode=ro"
-    if wal_mode and not Path(f"{path}-wal").exists():
-        flags += "&immutable=1"
-    connection = sqlite3.connect(
-        f"file:{quote(str(path))}?{flags}", uri=True, check_same_thread=False
-    )
-    connection.execute(f"PRAGMA busy_timeout = {int(lock_timeout_seconds() * 1000)}")
-    return connection
-
-
 def read_only_engine(path: Path) -> Engine:
     """An engine over `read_only_connection`: for reads through SQLAlchemy, never writes."""
     from sqlalchemy.pool import NullPool
@@ -133,24 +95,6 @@ def read_only_engine(path: Path) -> Engine:
     return create_engine(
         "sqlite://", creator=lambda: read_only_connection(path), poolclass=NullPool
     )
-
-
-def require_writable(path: Path) -> None:
-    """Refuse (exit 2) a database file or folder this process cannot write.
-
-    SQLite writes the file and creates its -wal, -shm and journal files in the same
-    folder; without that every command would fail half-way with a raw SQLite error.
-    """
-    problem = None
-    if not os.access(path, os.R_OK | os.W_OK):
-        problem = "the file is read-only for you"
-    elif not os.access(path.parent, os.W_OK | os.X_OK):
-        problem = "its folder is read-only for you, and SQLite writes its -wal and -shm files there"
-    if problem:
-        raise UsageError(
-            f"Cannot use {path}: {problem}; nothing was changed, make the file and its folder "
-            "writable (or copy the database somewhere writable) and try again."
-        )
 
 
 def make_engine(target: str, *, create: bool = False) -> Engine:
@@ -250,15 +194,9 @@ def translate_busy() -> Iterator[None]:
         yield
     except DBAPIError as error:
         if _is_busy(error):
-            raise DatabaseBusy(
-                "The database is busy (another pbclients run or the portal holds it); "
-                "nothing was changed, try again in a moment."
-            ) from error
+            raise DatabaseBusy(BUSY) from error
         if _is_read_only(error):
-            raise UsageError(
-                "The database is read-only for pbclients (a read-only file, folder or server); "
-                "nothing was changed, make it writable or point --db at a writable copy."
-            ) from error
+            raise UsageError(READ_ONLY) from error
         raise
 
 
@@ -310,3 +248,31 @@ def load_ids(session: Session, ids: Iterable[int]) -> Table:
 
 
 _ID_TABLE = Table("pb_ids", MetaData(), Column("id", BigInteger, primary_key=True))
+
+
+class SqlCondition(ColumnElement[bool]):
+    """A WHERE condition written as SQL text with `?` placeholders, for Core queries.
+
+    The bare-driver readers (pbclients.readdb) and the write paths then share one
+    statement text (activity's inactivity test); unlike `text()`, it is a boolean
+    column element, so it can be negated and combined like any other condition.
+    """
+
+    type = Boolean()
+    # Built per call around its values; nothing to gain from caching the statement.
+    inherit_cache = False
+
+    def __init__(self, sql: str, values: Sequence[tuple[Any, TypeEngine[Any]]]) -> None:
+        self.sql = sql
+        self.values = [
+            bindparam(None, value, type_=value_type, unique=True) for value, value_type in values
+        ]
+
+
+@compiles(SqlCondition)
+def _compile_condition(element: SqlCondition, compiler: SQLCompiler, **kw: Any) -> str:
+    pieces = element.sql.split("?")
+    compiled = [pieces[0]]
+    for value, piece in zip(element.values, pieces[1:], strict=True):
+        compiled += [compiler.process(value, **kw), piece]
+    return f"({''.join(compiled)})"

@@ -26,11 +26,11 @@ from pbclients.db import (
     database_exists,
     make_engine,
     read_only_engine,
-    require_writable,
     sqlalchemy_url,
     sqlite_file,
     translate_busy,
 )
+from pbclients.dbfile import require_writable
 from pbclients.errors import BadInput, PbClientsError, UsageError
 from pbclients.paths import is_url, shown
 from pbclients.schema import (

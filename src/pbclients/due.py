@@ -251,7 +251,7 @@ def upcoming(engine: Engine, now: datetime, until: datetime) -> Outlook:
 
 def _named(session: Session, items: list[Upcoming]) -> list[Upcoming]:
     """The items with each client's name and e-mail, read in chunks of ids."""
-    from pbclients.selection import chunks
+    from pbclients.lookup import chunks
 
     ids = sorted({item.client_id for item in items})
     who: dict[int, tuple[str, str]] = {}

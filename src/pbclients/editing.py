@@ -22,12 +22,13 @@ from sqlmodel import Session, col, select
 from pbclients import audit
 from pbclients.db import load_ids, reading, writing
 from pbclients.errors import BadInput, DatabaseBusy, TransitionNotAllowed
+from pbclients.lookup import chunks
 from pbclients.models import Client, UndoRecord
 from pbclients.operation import Action, Batch, Change, Plan, ProgressCallback, carried_out
 from pbclients.policy import Status
 from pbclients.results import ChangeResult, Outcome
 from pbclients.roster_view import find_client
-from pbclients.selection import chunks, live_email_owners
+from pbclients.selection import live_email_owners
 
 # The fields of a client's file that `edit` changes, in the order they are shown.
 EDITABLE = ("email", "first_name", "last_name", "phone")

@@ -29,32 +29,16 @@ from sqlmodel import Session, col
 from pbclients import audit, clock
 from pbclients.db import load_ids, reading, writing
 from pbclients.errors import DatabaseBusy, UsageError
+from pbclients.lookup import chunks
 from pbclients.models import LegalHold
 from pbclients.operation import Action, Batch, Change, Plan, ProgressCallback, carried_out
+from pbclients.readdb import Reader
 from pbclients.results import ChangeResult, Outcome
-from pbclients.selection import Selection, chunks, resolve
+from pbclients.roster_view import Hold, holds_in_force
+from pbclients.selection import Selection, resolve
 
 HELD = "held"
 NOT_HELD = "not held"
-
-
-@dataclass(frozen=True)
-class Hold:
-    """A hold in force: why, since when, by whom, and until when (None: until released)."""
-
-    client_id: int
-    reason: str
-    held_at: datetime
-    until: datetime | None
-    actor: str
-
-    def as_record(self) -> dict[str, Any]:
-        return {
-            "reason": self.reason,
-            "held_at": clock.iso(self.held_at),
-            "until": clock.iso(self.until),
-            "actor": self.actor,
-        }
 
 
 @dataclass(frozen=True)
@@ -93,14 +77,7 @@ def held_clause(client_id: Any, now: datetime | None = None) -> ColumnElement[bo
 
 def holds_of(session: Session, client_ids: Iterable[int], now: datetime) -> dict[int, Hold]:
     """The holds in force at `now` of these clients (those not held are left out)."""
-    found: dict[int, Hold] = {}
-    for chunk in chunks(sorted(set(client_ids))):
-        query = select(LegalHold).where(col(LegalHold.client_id).in_(chunk), in_force(now))
-        for (row,) in session.execute(query):
-            found[row.client_id] = Hold(
-                row.client_id, row.reason, row.held_at, row.until, row.actor
-            )
-    return found
+    return holds_in_force(Reader.of(session), client_ids, now)
 
 
 def held_ids(session: Session, client_ids: Iterable[int], now: datetime) -> list[int]:

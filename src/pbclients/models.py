@@ -14,6 +14,7 @@ from sqlalchemy import text as sql_text
 from sqlmodel import Field, SQLModel
 
 from pbclients.policy import Status
+from pbclients.tables import RECORD_TABLES
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -285,18 +286,12 @@ class LegalHold(SQLModel, table=True):
     actor: str
 
 
-# Every kind of record a client has, in the order a restore must insert them
-# (payment plans refer to payment methods).
+# Every kind of record a client has, in restore order (pbclients.tables names them).
+_RECORD_CLASSES: tuple[type[SQLModel], ...] = (
+    Enrolment, Appointment, JournalEntry, Protocol, SessionNote, Message, FormRequest,
+    Document, PaymentMethod, PaymentPlan, Notification,
+)  # fmt: skip
+_BY_TABLE = {str(model.__tablename__): model for model in _RECORD_CLASSES}
 RECORD_MODELS: dict[str, type[SQLModel]] = {
-    "enrolments": Enrolment,
-    "appointments": Appointment,
-    "journal_entries": JournalEntry,
-    "protocols": Protocol,
-    "session_notes": SessionNote,
-    "messages": Message,
-    "forms": FormRequest,
-    "documents": Document,
-    "payment_methods": PaymentMethod,
-    "payment_plans": PaymentPlan,
-    "notifications": Notification,
+    kind: _BY_TABLE[table] for kind, table in RECORD_TABLES.items()
 }

@@ -5,17 +5,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import platformdirs
-
 APP_NAME = "pbclients"
 DEMO_DB_NAME = "demo.db"
 
 
 def data_dir() -> Path:
+    # Imported here: a command given --db (every cron line) never needs the defaults.
+    import platformdirs
+
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
 
 def log_dir() -> Path:
+    import platformdirs
+
     return Path(platformdirs.user_log_dir(APP_NAME, appauthor=False))
 
 

@@ -5,18 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import Engine, func
-from sqlmodel import Session, select
-
-from pbclients import audit, settings
+from pbclients import settings
 from pbclients.backup.keys import KeyFile, encrypting, load
-from pbclients.db import reading, writing
 from pbclients.errors import BadInput, PlanLimitReached, UsageError
-from pbclients.models import Client
-from pbclients.operation import Action, Change
 from pbclients.policy import Status, counts_toward_plan
+from pbclients.readdb import Database, Reader
+
+# `plan` reads through the bare driver; changing the settings needs the ORM session.
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlmodel import Session
+
+    from pbclients.operation import Change
 
 
 @dataclass(frozen=True)
@@ -38,13 +40,16 @@ class PlanUsage:
         return asdict(self)
 
 
-def usage(session: Session) -> PlanUsage:
+def usage(db: Session | Reader) -> PlanUsage:
+    """Seats and settings, read with the statements `plan` uses, in the caller's transaction."""
+    reader = db if isinstance(db, Reader) else Reader.of(db)
     by_status = dict(
-        session.exec(select(Client.status, func.count()).group_by(Client.status)).all()
+        reader.rows("SELECT client.status, count(*) FROM client GROUP BY client.status")
     )
-    counts = {status: by_status.get(status.value, 0) for status in Status}
+    counts = {status: int(by_status.get(status.value, 0)) for status in Status}
     counted = sum(n for status, n in counts.items() if counts_toward_plan(status))
-    limit = settings.plan_limit(session)
+    limit = settings.plan_limit(reader)
+    key_file = encrypting(settings.backup_key_file(reader))
     return PlanUsage(
         limit=limit,
         counted=counted,
@@ -52,22 +57,19 @@ def usage(session: Session) -> PlanUsage:
         deactivated=counts[Status.DEACTIVATED],
         deleted=counts[Status.DELETED],
         available=None if limit is None else max(0, limit - counted),
-        retention_days=settings.retention_days(session),
-        record_retention_years=settings.record_retention_years(session),
-        time_zone=settings.time_zone(session),
-        backup_key_file=_key_file(session),
+        retention_days=settings.retention_days(reader),
+        record_retention_years=settings.record_retention_years(reader),
+        time_zone=settings.time_zone(reader),
+        backup_key_file=str(key_file.path) if key_file is not None else None,
     )
 
 
-def _key_file(session: Session) -> str | None:
-    source = encrypting(settings.backup_key_file(session))
-    return str(source.path) if source is not None else None
-
-
-def current_usage(engine: Engine) -> PlanUsage:
+def current_usage(source: Database | Engine) -> PlanUsage:
     """`usage` in a read of its own, for the `plan` command."""
-    with reading(engine) as session:
-        return usage(session)
+    from pbclients.roster_view import database_of
+
+    with database_of(source).read() as reader:
+        return usage(reader)
 
 
 def ensure_room(session: Session, adding: int, *, verb: str = "Adding") -> None:
@@ -102,6 +104,10 @@ def configure(
     usable age identity or recipients file) and stored as an absolute path; "none"
     returns the practice to plain backups.
     """
+    from pbclients import audit
+    from pbclients.db import writing
+    from pbclients.operation import Action
+
     key_path, recipients = _checked_key(backup_key_file)
     if record_retention_years is not None and not (
         1 <= record_retention_years <= settings.MAX_RECORD_RETENTION_YEARS

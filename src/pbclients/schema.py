@@ -23,25 +23,16 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
-from sqlalchemy import Connection, Engine, inspect, text
-from sqlalchemy.exc import OperationalError
-
-from pbclients.db import (
-    _WRITE,
-    SQLITE_MAGIC,
-    make_engine,
-    read_only_connection,
-    require_writable,
-    sqlite_file,
-    sqlite_header,
-    translate_busy,
-)
+from pbclients.dbfile import SQLITE_MAGIC, read_only_connection, require_writable, sqlite_header
 from pbclients.errors import BadInput, UsageError
 from pbclients.paths import shown
 
+# SQLAlchemy is imported by the functions that use it: the read commands check a
+# database's kind and revision through here without it (pbclients.readdb).
 if TYPE_CHECKING:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
+    from sqlalchemy import Connection, Engine
 
 SCRIPT_LOCATION = "pbclients:migrations"
 
@@ -98,13 +89,15 @@ def kind_of(names: set[str]) -> Kind:
 
 def inspect_connection(connection: Connection) -> Inspection:
     """What the database behind `connection` holds; reads only."""
+    from sqlalchemy import inspect
+
     inspector = inspect(connection)
     names = set(inspector.get_table_names()) | set(inspector.get_view_names())
     practice = kind_of(names) is Kind.PRACTICE
-    return _inspection(names, current_revision(connection) if practice else None)
+    return inspection(names, current_revision(connection) if practice else None)
 
 
-def _inspection(names: set[str], current: str | None) -> Inspection:
+def inspection(names: set[str], current: str | None) -> Inspection:
     kind = kind_of(names)
     if kind is Kind.FOREIGN:
         others = sorted(names - BASELINE_TABLES - {"alembic_version"}) or sorted(names)
@@ -161,12 +154,16 @@ def probe_sqlite(path: Path) -> Inspection:
         return Inspection(Kind.FOREIGN, problem=str(error).strip().splitlines()[0])
     finally:
         connection.close()
-    return _inspection(names, current)
+    return inspection(names, current)
 
 
 def _raise_as_dbapi_error(error: sqlite3.Error) -> NoReturn:
     """sqlite3's error in SQLAlchemy's clothes, as the callers' handlers expect: a lock
     is exit 5 like any busy database, anything else "Cannot open" (exit 2)."""
+    from sqlalchemy.exc import OperationalError
+
+    from pbclients.db import translate_busy
+
     with translate_busy():
         raise OperationalError("open the database read-only", None, error) from error
     raise AssertionError("unreachable: translate_busy re-raises")
@@ -174,6 +171,8 @@ def _raise_as_dbapi_error(error: sqlite3.Error) -> NoReturn:
 
 def inspect_target(target: str, engine: Engine | None = None) -> Inspection:
     """What `target` holds: a SQLite file read-only, a server through `engine` (or a new one)."""
+    from pbclients.db import make_engine, sqlite_file, translate_busy
+
     path = sqlite_file(target)
     if path is not None:
         return probe_sqlite(path)
@@ -244,6 +243,8 @@ def head_revision() -> str:
 
 def current_revision(connection: Connection) -> str | None:
     """The revision recorded in the database (None without an alembic_version table)."""
+    from sqlalchemy import inspect, text
+
     if not inspect(connection).has_table("alembic_version"):
         return None
     versions = connection.execute(text("SELECT version_num FROM alembic_version")).scalars()
@@ -261,6 +262,8 @@ def _is_known(revision: str) -> bool:
 
 def _pre_migration_tables(connection: Connection) -> set[str]:
     """Our tables in a database that has no alembic_version table."""
+    from sqlalchemy import inspect
+
     names = set(inspect(connection).get_table_names())
     return names & BASELINE_TABLES if "alembic_version" not in names else set()
 
@@ -308,6 +311,10 @@ def init_schema(engine: Engine) -> SchemaStatus:
     Safe to run again; existing data is kept. Returns the revision the database
     was at before (None when new) and the one it is at now.
     """
+    from sqlalchemy import text
+
+    from pbclients.db import _WRITE, translate_busy
+
     where = _where(engine)
     with translate_busy(), engine.execution_options(**{_WRITE: True}).begin() as connection:
         if connection.dialect.name == "postgresql":
@@ -327,6 +334,8 @@ def open_for_init(target: str) -> Engine:
     An existing SQLite file is looked at read-only first, so a refused one (exit 3)
     is left byte-for-byte as it was.
     """
+    from pbclients.db import make_engine, sqlite_file
+
     path = sqlite_file(target)
     if path is not None and path.exists():
         found = probe_sqlite(path)
@@ -363,6 +372,8 @@ def open_practice(target: str) -> Engine:
     (exit 2) is refused without a byte written, and so is one this process may not
     write. A server database is checked through the engine the command then uses.
     """
+    from pbclients.db import make_engine, sqlite_file
+
     path = sqlite_file(target)
     if path is not None:
         require_practice(probe_sqlite(path), str(path))
@@ -379,6 +390,8 @@ def open_practice(target: str) -> Engine:
 
 def schema_status(engine: Engine) -> SchemaStatus:
     """The database's revision (None when it has no pbclients schema) and the newest one."""
+    from pbclients.db import translate_busy
+
     with translate_busy(), engine.connect() as connection:
         found = inspect_connection(connection)
     return SchemaStatus(found.current, head_revision())
@@ -392,6 +405,8 @@ class DatabaseStatus(NamedTuple):
 
 def database_status(target: str) -> DatabaseStatus:
     """`db status`: read-only on SQLite; refuses (exit 2) a database that is not a practice."""
+    from pbclients.db import make_engine, sqlite_file
+
     path = sqlite_file(target)
     if path is not None:
         found = probe_sqlite(path)
@@ -421,6 +436,8 @@ def require_practice(found: Inspection, where: str) -> None:
 
 def require_schema(engine: Engine) -> None:
     """Refuse (exit 2) a database whose schema is missing, behind, or from a newer pbclients."""
+    from pbclients.db import translate_busy
+
     with translate_busy(), engine.connect() as connection:
         found = inspect_connection(connection)
     require_practice(found, _where(engine))

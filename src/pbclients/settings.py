@@ -13,6 +13,8 @@ from pbclients.errors import UsageError
 if TYPE_CHECKING:
     from sqlmodel import Session
 
+    from pbclients.readdb import Reader
+
 PLAN_LIMIT = "plan_limit"
 RETENTION_DAYS = "retention_days"
 # Years a client's record (its backups, once purged) is kept after the last activity.
@@ -36,7 +38,13 @@ DEFAULT_RECORD_RETENTION_YEARS = 7
 MAX_RECORD_RETENTION_YEARS = 100
 
 
-def get(session: Session, key: str) -> str | None:
+def get(session: Session | Reader, key: str) -> str | None:
+    """A stored setting; a read-only command reads it through the bare driver."""
+    from pbclients.readdb import Reader
+
+    if isinstance(session, Reader):
+        value = session.scalar("SELECT setting.value FROM setting WHERE setting.key = ?", key)
+        return None if value is None else str(value)
     from pbclients.models import Setting
 
     setting = session.get(Setting, key)
@@ -74,7 +82,7 @@ def whole_number(text: str, low: int, high: int) -> int | None:
     return number if low <= number <= high else None
 
 
-def _stored(session: Session, key: str, option: str) -> int | None:
+def _stored(session: Session | Reader, key: str, option: str) -> int | None:
     """A numeric setting as stored, capped at the largest value the tool accepts.
 
     The database may come from an older version or another writer: a larger number is
@@ -98,11 +106,11 @@ def _stored(session: Session, key: str, option: str) -> int | None:
     )
 
 
-def plan_limit(session: Session) -> int | None:
+def plan_limit(session: Session | Reader) -> int | None:
     return _stored(session, PLAN_LIMIT, "--set-limit N")
 
 
-def retention_days(session: Session) -> int:
+def retention_days(session: Session | Reader) -> int:
     days = _stored(session, RETENTION_DAYS, "--set-retention DAYS")
     return DEFAULT_RETENTION_DAYS if days is None else days
 
@@ -123,7 +131,7 @@ def time_zone_name(text: str, option: str = "--set-timezone") -> str:
     return name
 
 
-def time_zone(session: Session) -> str:
+def time_zone(session: Session | Reader) -> str:
     """The practice's time zone: a date given to `--at` means midnight there."""
     stored = get(session, TIME_ZONE)
     if stored is None:
@@ -131,13 +139,13 @@ def time_zone(session: Session) -> str:
     return time_zone_name(stored, "The stored time zone")
 
 
-def record_retention_years(session: Session) -> int:
+def record_retention_years(session: Session | Reader) -> int:
     years = _stored(session, RECORD_RETENTION_YEARS, "--set-record-retention YEARS")
     # At least one year: a stored 0 would make every purged client's backup prunable.
     return DEFAULT_RECORD_RETENTION_YEARS if years is None else max(1, years)
 
 
-def backup_key_file(session: Session) -> str | None:
+def backup_key_file(session: Session | Reader) -> str | None:
     """The practice's backup key file (an absolute path), or None: backups are plain."""
     return get(session, BACKUP_KEY_FILE) or None
 

@@ -6,10 +6,10 @@ spread over the last two years; 3% have an upcoming appointment and 2% have no
 records at all (their creation is their last activity). About half the clients
 come out inactive.
 
-The tool side runs `pbclients.activity`'s query (what `list --inactive-for 180d
---format ids` runs) in a child process that imports pbclients and prints one ID a
-line; the baseline is a hand-written SQL statement run by the bare driver (sqlite3
-or psycopg), also in its own process. Both read the same prepared database (the
+The tool side is the real command, `pbclients list --inactive-for 180d --format ids`,
+which prints one ID a line; the baseline is a hand-written SQL statement run by the
+bare driver (sqlite3 or psycopg) in its own process, for the same clients (those
+`list` shows by default: active and deactivated). Both read the same prepared database (the
 work is read-only, so no fresh copies), alternating with `--repeat N`, and must
 print the same IDs. The query plans of both are printed first, so it can be seen
 that each record table is read through its (client_id, time) index.
@@ -44,7 +44,7 @@ CUTOFF = b.NOW - timedelta(days=AGE_DAYS)
 # which is what makes such a client active by definition.
 BASELINE_SQL = """
 SELECT c.id FROM client AS c
-WHERE c.created_at <= {p}
+WHERE c.status IN ('active', 'deactivated') AND c.created_at <= {p}
   AND NOT EXISTS (SELECT 1 FROM appointment AS a WHERE a.client_id = c.id AND a.starts_at > {p})
   AND NOT EXISTS (SELECT 1 FROM journal_entry AS j
                   WHERE j.client_id = c.id AND j.written_at > {p})
@@ -63,7 +63,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # Read-only: nothing to --verify; --repeat alternates the two sides.
     b.add_common_options(parser, repeatable=False)
     parser.add_argument("--repeat", type=int, default=1, help="runs of each, alternating")
-    parser.add_argument("--tool-run", metavar="DB", help=argparse.SUPPRESS)
     parser.add_argument("--baseline-run", metavar="DB", help=argparse.SUPPRESS)
     parser.add_argument("--plans-run", metavar="DB", help=argparse.SUPPRESS)
     parser.add_argument("--fill-run", metavar="DB", help=argparse.SUPPRESS)
@@ -216,31 +215,6 @@ def record_count(db: str, engine: str) -> int:
 # --- the two sides --------------------------------------------------------------------------
 
 
-def tool_query():
-    """What `list --inactive-for 180d --format ids` asks the database, built by pbclients."""
-    from sqlalchemy import select
-    from sqlmodel import col
-
-    from pbclients import activity
-    from pbclients.models import Client
-
-    return (
-        select(col(Client.id))
-        .where(activity.inactive_since(CUTOFF, b.NOW))
-        .order_by(col(Client.id))
-    )
-
-
-def tool_run(db: str) -> None:
-    from pbclients.db import make_engine, reading
-
-    engine = make_engine(db)
-    with reading(engine) as session:
-        ids = session.execute(tool_query()).scalars()
-        sys.stdout.write("".join(f"{client_id}\n" for client_id in ids))
-    engine.dispose()
-
-
 def baseline_run(db: str) -> None:
     if db.startswith("postgresql"):
         import psycopg
@@ -256,24 +230,18 @@ def baseline_run(db: str) -> None:
 
 
 def query_plans(db: str) -> tuple[str, str]:
-    """EXPLAIN of the tool's statement, exactly as pbclients sends it, and of the baseline's."""
-    from sqlalchemy import event, text
+    """EXPLAIN of the tool's statement, exactly as `list` builds it, and of the baseline's."""
+    from pbclients import roster_view
+    from pbclients.activity import Inactivity
+    from pbclients.readdb import open_database
 
-    from pbclients.db import make_engine
-
-    engine = make_engine(db)
-    sqlite = engine.dialect.name == "sqlite"
-    explain = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
-
-    def explained(_conn, _cursor, statement, parameters, _context, _many):
-        return explain + statement, parameters
-
-    with engine.connect() as connection:
-        event.listen(connection, "before_cursor_execute", explained, retval=True)
-        tool = connection.execute(tool_query()).all()
-        baseline = connection.execute(text(BASELINE_SQL.format(p=":cutoff")), {"cutoff": CUTOFF})
-        base = baseline.all()
-    engine.dispose()
+    where = roster_view.ClientFilter(inactive=Inactivity(CUTOFF, b.NOW))
+    with open_database(db).read() as reader:
+        sqlite = reader.dialect == "sqlite"
+        explain = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
+        condition, values = roster_view.where_sql(reader, where)
+        tool = reader.rows(f"{explain}SELECT client.id FROM client WHERE {condition}", *values)
+        base = reader.rows(explain + BASELINE_SQL.replace("{p}", "?"), *[reader.at(CUTOFF)] * 7)
 
     def shown(rows: Sequence[Any]) -> str:
         return "\n".join("    " + str(row[-1] if sqlite else row[0]) for row in rows)
@@ -288,9 +256,6 @@ def digest(path: Path) -> tuple[int, str]:
 
 def main() -> None:
     args = parse_args()
-    if args.tool_run:
-        tool_run(args.tool_run)
-        return
     if args.baseline_run:
         baseline_run(args.baseline_run)
         return
@@ -338,10 +303,15 @@ def measure(
         for n in range(repeat):
             for side, runs_list in (("tool", runs.tool_runs), ("baseline", runs.base_runs)):
                 out = work / f"{side}.txt"
-                with out.open("wb") as sink:
-                    measured = b.run_measured(
-                        [sys.executable, __file__, f"--{side}-run", db], env=runs.env, stdout=sink
+                command = (
+                    b.pbclients(
+                        "--db", db, "list", "--inactive-for", f"{AGE_DAYS}d", "--format", "ids"
                     )
+                    if side == "tool"
+                    else [sys.executable, __file__, "--baseline-run", db]
+                )
+                with out.open("wb") as sink:
+                    measured = b.run_measured(command, env=runs.env, stdout=sink)
                 b.check(measured, side)
                 runs_list.append(measured)
                 outputs[side] = digest(out)

@@ -39,12 +39,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy import Engine
+from typing import TYPE_CHECKING, Any
 
 from pbclients import clock
 from pbclients.errors import BackupFailed, BadInput
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 ENV = "PBCLIENTS_BACKUP_KEY_FILE"
 SETTING_OPTION = "plan --set-backup-key-file"
@@ -283,7 +284,8 @@ def practice_opener(
     may be given as a function, called only if the setting has to be read."""
 
     def setting() -> str | None:
-        return _setting(engine if isinstance(engine, Engine) else engine())
+        # An Engine is not callable; the function form is.
+        return _setting(engine() if callable(engine) else engine)
 
     return Opener(identity_files, setting)
 

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 import typer
 
 from pbclients.cli.common import confirm, reporting
+from pbclients.cli.complete import client_references
 from pbclients.cli.options import (
     MAX_ROWS,
     FormatOption,
@@ -104,13 +105,13 @@ def plan(
     with reporting(ctx) as app:
         from pbclients import plan as practice_plan
 
-        engine = app.engine()
         settings_given = (
             set_limit, set_retention, set_record_retention, set_timezone, set_backup_key_file,
         )  # fmt: skip
         if all(value is None for value in settings_given):
-            usage = practice_plan.current_usage(engine)
+            usage = practice_plan.current_usage(app.database())
         else:
+            engine = app.engine()
             limit = _parse_limit(set_limit)
             zone = time_zone_name(set_timezone) if set_timezone is not None else None
             changes = []
@@ -175,7 +176,10 @@ audit_app = typer.Typer(no_args_is_help=False, invoke_without_command=True)
 @audit_app.callback(invoke_without_command=True)
 def audit(
     ctx: typer.Context,
-    client: Annotated[str | None, typer.Option("--client", help="Client ID or e-mail.")] = None,
+    client: Annotated[
+        str | None,
+        typer.Option("--client", help="Client ID or e-mail.", autocompletion=client_references),
+    ] = None,
     action: Annotated[
         str | None, typer.Option("--action", help="e.g. deactivate, delete, purge.")
     ] = None,
@@ -204,10 +208,10 @@ def audit(
     if ctx.invoked_subcommand is not None:
         return
     with reporting(ctx) as app:
-        from pbclients import audit as trail
+        from pbclients import trail
         from pbclients.clock import parse_moment
 
-        engine = app.engine()
+        database = app.database()
         where = trail.EventFilter(
             client=client,
             action=action,
@@ -215,7 +219,7 @@ def audit(
             since=parse_moment(since, "--since") if since else None,
             limit=limit,
         )
-        records = [trail.as_record(event) for event in trail.trail(engine, where)]
+        records = [event.as_record() for event in trail.trail(database, where)]
         if output is OutputFormat.JSON:
             print_json_array(records)
         elif output is OutputFormat.CSV:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from pbclients.operation import Change
+    from pbclients.readdb import Database
 
 
 @dataclass(frozen=True)
@@ -60,23 +61,41 @@ class AppState:
         SQLite): another application's database, an empty or a text file is refused
         and left byte-for-byte as it was; `create` (init) refuses those with exit 3.
         """
-        from sqlalchemy.exc import DBAPIError
-
-        from pbclients.paths import is_url
         from pbclients.schema import open_for_init, open_practice
 
-        try:
+        with self._opening():
             engine = open_for_init(self.db) if create else open_practice(self.db)
-        except DBAPIError as error:
+        self.opened.append(engine)
+        return engine
+
+    def database(self) -> Database:
+        """The practice for a read-only command: the same checks as `engine`, then reads
+        through the bare driver (pbclients.readdb), which spares SQLAlchemy's start-up."""
+        from pbclients.readdb import open_database
+
+        with self._opening():
+            database = open_database(self.db)
+        if database.engine is not None:
+            self.opened.append(database.engine)
+        return database
+
+    @contextmanager
+    def _opening(self) -> Iterator[None]:
+        from pbclients.paths import is_url
+        from pbclients.readdb import is_driver_error
+
+        try:
+            yield
+        except Exception as error:
+            if not is_driver_error(error):
+                raise
             # A file SQLite cannot open, a server that refuses us: say which, without the
             # URL's secrets.
             where = "the PostgreSQL server" if is_url(self.db) else self.db
-            problem = str(error.orig).strip().splitlines()[0]
+            problem = str(error.orig).strip().splitlines()[0]  # type: ignore[attr-defined]
             raise UsageError(
                 f"Cannot open {where} ({problem}); check --db or PBCLIENTS_DB."
             ) from error
-        self.opened.append(engine)
-        return engine
 
 
 def state(ctx: typer.Context) -> AppState:

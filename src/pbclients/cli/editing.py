@@ -8,6 +8,7 @@ import typer
 
 from pbclients.cli.access import build_selection
 from pbclients.cli.common import reporting
+from pbclients.cli.complete import client_references
 from pbclients.cli.options import (
     ClientsArgument,
     ColumnOption,
@@ -37,7 +38,12 @@ EDIT_FIELDS = ["reference", "id", "email", "changed", "before", "after", "outcom
 
 def edit(
     ctx: typer.Context,
-    client: Annotated[str, typer.Argument(help="Client ID or e-mail.", show_default=False)],
+    client: Annotated[
+        str,
+        typer.Argument(
+            help="Client ID or e-mail.", show_default=False, autocompletion=client_references
+        ),
+    ],
     email: Annotated[
         str | None, typer.Option("--email", help="New e-mail (their portal login).")
     ] = None,

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 import typer
 
 from pbclients import settings
+from pbclients.cli.complete import client_references
 from pbclients.errors import UsageError
 from pbclients.limits import MaxChanges, parse_max_changes
 
@@ -40,7 +41,11 @@ SELECTION = "Selection"
 
 ClientsArgument = Annotated[
     list[str] | None,
-    typer.Argument(help="Client IDs or e-mails (case-insensitive).", show_default=False),
+    typer.Argument(
+        help="Client IDs or e-mails (case-insensitive).",
+        show_default=False,
+        autocompletion=client_references,
+    ),
 ]
 CsvOption = Annotated[
     str | None,

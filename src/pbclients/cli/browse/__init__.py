@@ -36,5 +36,6 @@ def browse(ctx: typer.Context) -> None:
         from pbclients.cli.browse.app import BrowseApp
         from pbclients.roster_view import program_names
 
-        engine = state.engine()
-        BrowseApp(state, engine, program_names(engine)).run()
+        # Reads through the bare driver; the engine is opened when the first action runs.
+        database = state.database()
+        BrowseApp(state, database, program_names(database)).run()

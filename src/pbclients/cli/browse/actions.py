@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from pbclients.cli.run import Apply, Wording
     from pbclients.operation import Plan
+    from pbclients.readdb import Database
     from pbclients.roster_view import ClientFilter
     from pbclients.selection import Selection
 
@@ -183,13 +184,13 @@ class Picked:
     def clear(self) -> None:
         self.every, self.total, self.ids = None, 0, set()
 
-    def client_ids(self, engine: Engine) -> list[int]:
+    def client_ids(self, database: Database) -> list[int]:
         """The selected ids, in id order; every match is read now, as ids only."""
         if self.every is None:
             return sorted(self.ids)
         from pbclients.roster_view import matching_ids
 
-        return [i for i in matching_ids(engine, self.every) if i not in self.ids]
+        return [i for i in matching_ids(database, self.every) if i not in self.ids]
 
 
 def selection_of(client_ids: list[int]) -> Selection:

@@ -8,6 +8,7 @@ transaction with the same audit events, and the command's summary with its undo 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual.app import App, ComposeResult
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from pbclients.cli.common import AppState
     from pbclients.cli.run import Apply, Wording
     from pbclients.operation import Plan
+    from pbclients.readdb import Database
     from pbclients.roster_view import ClientDetail, ClientFilter
 
 # (tab id, label, statuses): the filters of the practice's My Clients page.
@@ -88,12 +90,12 @@ class BrowseApp(App[None]):
         Binding("right", "tab(1)", "Next tab", show=False),
     ]
 
-    def __init__(self, state: AppState, engine: Engine, programs: list[str]) -> None:
+    def __init__(self, state: AppState, database: Database, programs: list[str]) -> None:
         super().__init__()
         from pbclients import clock
 
         self.state = state
-        self.engine = engine
+        self.database = database
         self.programs = programs
         self.now = clock.now()
         self.picked = Picked()
@@ -114,13 +116,18 @@ class BrowseApp(App[None]):
         from pbclients.roster_view import ClientFilter
 
         first = ClientFilter(TABS[0][2])
-        yield ClientTable(self.engine, first, self.picked, self.now, id="table")
+        yield ClientTable(self.database, first, self.picked, self.now, id="table")
         yield Static(id="status")
         yield Footer()
 
     def on_mount(self) -> None:
         self.table.focus()
         self.show_status()
+
+    @cached_property
+    def engine(self) -> Engine:
+        """The engine for the actions, opened (SQLAlchemy imported) when one first runs."""
+        return self.state.engine()
 
     @property
     def table(self) -> ClientTable:
@@ -256,7 +263,7 @@ class BrowseApp(App[None]):
 
         def start(reason: str | None) -> None:
             def plan() -> Plan[Any]:
-                selection = selection_of(picked.client_ids(self.engine))
+                selection = selection_of(picked.client_ids(self.database))
                 return action.preview(self.engine, selection, reason)
 
             self.in_thread(
@@ -324,7 +331,7 @@ class BrowseApp(App[None]):
     def _detail(self, client_id: int) -> Callable[[], ClientDetail]:
         from pbclients.roster_view import client_detail
 
-        return lambda: client_detail(self.engine, str(client_id), self.now)
+        return lambda: client_detail(self.database, str(client_id), self.now)
 
     def open_client(self, client_id: int) -> None:
         from pbclients.cli.roster import show_renderables

@@ -29,8 +29,7 @@ from pbclients.clock import iso
 from pbclients.policy import Status
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
-
+    from pbclients.readdb import Database
     from pbclients.roster_view import ClientFilter, ClientSummary
 
 PAGE_ROWS = 100
@@ -131,10 +130,10 @@ class ClientTable(ScrollView, can_focus=True):
         """The selection changed."""
 
     def __init__(
-        self, engine: Engine, where: ClientFilter, picked: Picked, now: datetime, **kw: Any
+        self, database: Database, where: ClientFilter, picked: Picked, now: datetime, **kw: Any
     ) -> None:
         super().__init__(**kw)
-        self.engine = engine
+        self.database = database
         self.where = where
         self.picked = picked
         self.now = now
@@ -176,7 +175,7 @@ class ClientTable(ScrollView, can_focus=True):
         from pbclients.roster_view import count_clients
 
         try:
-            total = count_clients(self.engine, where)
+            total = count_clients(self.database, where)
         except Exception as error:
             self.app.call_from_thread(self.post_message, self.Failed(error))
             return
@@ -211,7 +210,7 @@ class ClientTable(ScrollView, can_focus=True):
 
         try:
             rows = client_page(
-                self.engine, where, offset=page_no * PAGE_ROWS, after_id=after_id,
+                self.database, where, offset=page_no * PAGE_ROWS, after_id=after_id,
                 limit=PAGE_ROWS, activity_at=self.now,
             )  # fmt: skip
         except Exception as error:
