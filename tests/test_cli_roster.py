@@ -420,6 +420,97 @@ def test_import_reads_cp1252_with_semicolons(cli, practice, tmp_path):
     assert (shown["first_name"], shown["last_name"]) == ("Inês", "Araújo")
 
 
+def _json_array(rows: list[dict[str, object]]) -> str:
+    """What every changing command prints for --format json (`print_json_array`)."""
+    from pbclients.cli.output import print_json_array
+
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.stdout", out)
+        print_json_array(rows)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "applied"])
+def test_import_json_is_the_records_every_command_prints(cli, practice, tmp_path, dry_run):
+    """Import encodes its results from a template; they must be the shared records exactly."""
+    from pbclients.results import ChangeResult, Outcome
+
+    emails = ['q"uote\\back%d@example.org', "Zoë.Ünïcode@example.org", "plain@example.org"]
+    body = "".join(f'"{e.replace(chr(34), chr(34) * 2)}",F,L\n' for e in emails)
+    path = write(tmp_path / "new.csv", "email,first_name,last_name\n" + body)
+    run = cli("import", path, "--format", "json", *(["--dry-run"] if dry_run else ["--yes"]))
+    assert run.exit_code == 0, run.stderr
+    batch = None if dry_run else records(run.stdout)[0]["batch"]
+    outcome = Outcome.PLANNED if dry_run else Outcome.CHANGED
+    expected = [
+        ChangeResult(e, None if dry_run else 6 + n, e, None, "active", outcome).as_record(batch)
+        for n, e in enumerate(emails)
+    ]
+    assert run.stdout == _json_array(expected)
+
+
+def test_import_names_an_email_given_twice_chunks_apart(cli, practice, engine, tmp_path):
+    rows = [f"c{n}@example.org,C,{n}\n" for n in range(12_000)] + ["C5@EXAMPLE.org,Again,X\n"]
+    path = write(tmp_path / "new.csv", "email,first_name,last_name\n" + "".join(rows))
+    before = snapshot(engine)
+    run = cli("import", path, "--yes")
+    assert run.exit_code == 3
+    assert run.stderr == (
+        f"Error: 'C5@EXAMPLE.org' appears twice (line 7 of {path} and line 12002 of {path}); "
+        "nothing was added. Keep one row per client.\n"
+    )
+    assert snapshot(engine) == before
+
+
+def test_import_reports_the_first_fault_of_the_file_as_a_whole(cli, practice, engine, tmp_path):
+    """A row already a client's, then a bad e-mail, then a byte that is not UTF-8: the file is
+    read to its end before any one of them is reported, in the order a whole reading finds."""
+    head = "email,first_name,last_name\nben@example.org,Ben,Again\nnot-an-email,A,B\n"
+    bad = write(tmp_path / "bad.csv", head.encode() + b"x@example.org,\xff,B\n")
+    run = cli("import", bad, "--yes")
+    assert run.exit_code == 3
+    assert run.stderr.startswith(f"Error: {bad} is not valid UTF-8 at line 4;")
+    run = cli("import", write(tmp_path / "email.csv", head), "--yes")
+    assert run.stderr.startswith(f"Error: {tmp_path / 'email.csv'} line 3 has 'not-an-email'")
+
+
+def test_import_refuses_an_email_taken_between_preview_and_apply(practice, engine, tmp_path):
+    """The unique index on live e-mails catches it; the error names the row, nothing is added."""
+    from pbclients import importing
+    from pbclients.csvinput import iter_import_csv
+    from pbclients.errors import BadInput
+    from pbclients.operation import Change
+    from pbclients.roster import NewClient, add_clients
+
+    data = b"email,first_name,last_name\nfay@example.org,Fay,Wong\ngus@example.org,Gus,Rossi\n"
+    with importing.Intake.of(
+        iter_import_csv(io.BytesIO(data), source="new.csv"), "new.csv"
+    ) as intake:
+        plan = importing.check(engine, intake)
+        add_clients(engine, [NewClient("GUS@example.org", "Gus", "Other")], Change("admin"))
+        before = snapshot(engine)
+        with pytest.raises(BadInput) as error:
+            importing.add(engine, plan, Change("admin"))
+    assert str(error.value) == (
+        "'gus@example.org' (line 3 of new.csv) is already client 6; nothing was added. "
+        "Remove it from the input, or use `pbclients show` to look at the existing client."
+    )
+    assert snapshot(engine) == before
+
+
+def test_equal_hashes_of_different_emails_are_not_duplicates(tmp_path):
+    from pbclients import importing
+    from pbclients.csvinput import ImportRow
+
+    rows = [
+        ImportRow(2, "a@x.org", "A", "B", None, None),
+        ImportRow(3, "b@x.org", "B", "C", None, None),
+    ]
+    with importing.Intake.of(rows, "new.csv") as intake:
+        importing._refuse_repeats(intake, {hash("a@x.org"), hash("b@x.org")})
+
+
 def test_add_preview_reads_only_and_apply_checks_again(practice, engine):
     """The preview neither waits for nor takes the write lock; what it checked, apply checks
     again in its own transaction."""

@@ -14,6 +14,7 @@ from pbclients.csvinput import (
     ImportRow,
     Reference,
     check_email,
+    iter_import_csv,
     read_import_csv,
     read_reference_csv,
     read_reference_lines,
@@ -489,6 +490,49 @@ def test_import_decode_error_names_the_line() -> None:
 def test_import_empty_file() -> None:
     with pytest.raises(BadInput, match=r"^new\.csv is empty; it needs a header row"):
         read_import_csv(b"", source="new.csv")
+
+
+def test_import_rows_are_read_as_they_are_iterated() -> None:
+    """A file of any length is streamed: its first row comes before the rest is read."""
+    rows = b"".join(b"c%d@x.org,C,D\n" % n for n in range(200_000))
+    stream = io.BytesIO(b"email,first_name,last_name\n" + rows)
+    reader = iter_import_csv(stream, source="big.csv")
+    assert next(reader) == ImportRow(2, "c0@x.org", "C", "D", None, None)
+    assert stream.tell() < len(rows) // 4
+    assert sum(1 for _ in reader) == 199_999
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
+def test_a_long_file_decodes_across_read_boundaries_and_counts_lines(newline: bytes) -> None:
+    # Rows of 21 bytes with \r\n, so that some line break and some two-byte character
+    # fall across every 64 KiB boundary the file is read by.
+    row = "r\u00e9@x.org,Ren\u00e9,Lee".encode() + newline
+    data = b"email,first_name,last_name" + newline + row * 10_000
+    assert len(read_import_csv(data, source="big.csv")) == 10_000
+    with pytest.raises(BadInput) as exc:
+        read_import_csv(data + b"z@x.org,\xff,B" + newline, source="big.csv")
+    assert message(exc).startswith("big.csv is not valid UTF-8 at line 10002;")
+
+
+def test_import_reports_a_bad_byte_anywhere_before_a_bad_row() -> None:
+    data = b"email,first_name,last_name\na@x.org,,Lee\n" + b"b@x.org,B,C\n" * 5000 + b"\xff\n"
+    with pytest.raises(BadInput) as exc:
+        read_import_csv(data, source="new.csv")
+    assert message(exc).startswith("new.csv is not valid UTF-8 at line 5003;")
+
+
+def test_import_reports_an_unclosed_quote_anywhere_before_a_bad_row() -> None:
+    data = b'email,first_name,last_name\nnot-an-email,A,B\nb@x.org,B,C\n"c@x.org,C,D\n'
+    with pytest.raises(BadInput) as exc:
+        read_import_csv(data, source="new.csv")
+    assert message(exc).startswith("new.csv line 4 has a quote that is not closed properly;")
+
+
+def test_import_reports_an_unclosed_quote_before_a_missing_column() -> None:
+    data = b'email,first_name\na@x.org,A\n"b@x.org,B\n'
+    with pytest.raises(BadInput) as exc:
+        read_import_csv(data, source="new.csv")
+    assert message(exc).startswith("new.csv line 3 has a quote that is not closed properly;")
 
 
 # --- property: whatever we write in a supported dialect reads back unchanged ---------------

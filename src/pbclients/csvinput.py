@@ -11,12 +11,18 @@ import codecs
 import csv
 import io
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import BinaryIO, NamedTuple
 
 from pbclients.errors import BadInput
-from pbclients.formulas import unneutralise
+from pbclients.formulas import QUOTE, unneutralise
 
 _DELIMITERS = ",;\t"
+# Bytes read at a time when a file is streamed, and the start of a file that settles its
+# encoding and delimiter (the delimiter's sample is 64K characters of up to 4 bytes).
+_READ = 1 << 16
+_PREFIX = 1 << 18
 _NOTHING_CHANGED = "Nothing was changed."
 
 # Characters no name, e-mail, phone or program name holds, refused on the way in: C0
@@ -49,8 +55,7 @@ class Reference:
         return "" if self.line is None else f"line {self.line} of {self.source}"
 
 
-@dataclass(frozen=True)
-class ImportRow:
+class ImportRow(NamedTuple):
     line: int
     email: str
     first_name: str
@@ -64,48 +69,87 @@ def _normalise(name: str) -> str:
     return "".join(name.split()).replace("_", "").replace("-", "").casefold()
 
 
-def _decode(data: bytes, source: str, encoding: str) -> str:
+def _codec(prefix: bytes, source: str, encoding: str) -> tuple[str, str]:
+    """The encoding to decode with and its codec name, settled from the file's first bytes."""
     try:
         name = codecs.lookup(encoding).name
         if not name.startswith(("utf-16", "utf-32")):
-            encoding = _utf16(data, source, encoding, name)
+            encoding = _utf16(prefix, source, encoding, name)
             name = codecs.lookup(encoding).name
-        text = data.decode(encoding)
-    except LookupError:
         # Also rot13, base64...: codecs Python knows, but not text encodings.
+        io.TextIOWrapper(io.BytesIO(), encoding=encoding)
+    except LookupError:
         raise BadInput(
             f"{source} cannot be read because {encoding!r} is not an encoding Python knows; "
             f"pass a standard name such as --encoding utf-8 or --encoding cp1252. "
             f"{_NOTHING_CHANGED}"
         ) from None
-    except UnicodeDecodeError as exc:
-        before = data[: exc.start]
-        if name.startswith(("utf-16", "utf-32")):
-            # Two or four bytes a character: count the line breaks in what decoded.
-            before_text = before[: len(before) - len(before) % 4].decode(encoding, "replace")
-            line = _lines(before_text)
-        else:
-            line = _lines(before)
-        if name.startswith(("utf-16", "utf-32")):
-            raise BadInput(
-                f"{source} is not valid {name.upper()[:6]} at line {line} (the file is cut "
-                f"short or damaged); save it again, preferably as UTF-8. {_NOTHING_CHANGED}"
-            ) from None
-        label = "UTF-8" if name.startswith("utf-8") else encoding
-        other = "latin-1" if name == "cp1252" else "cp1252"
-        raise BadInput(
-            f"{source} is not valid {label} at line {line}; save it as UTF-8 or pass "
-            f"--encoding (e.g. --encoding {other}). {_NOTHING_CHANGED}"
-        ) from None
-    # Excel writes a UTF-8 BOM; without this the first header would be "\ufeffemail".
-    return text.removeprefix("\ufeff")
+    return encoding, name
 
 
-def _lines(before: bytes | str) -> int:
-    """The physical line of a position: \r\n, \n and a lone \r each end one, as the readers
-    count them."""
-    text = before if isinstance(before, str) else before.decode("latin-1")
-    return text.count("\n") + text.count("\r") - text.count("\r\n") + 1
+def _decode_failure(stream: BinaryIO, source: str, encoding: str, name: str) -> BadInput | None:
+    """The error for the first byte of the file that does not decode, or None if all do.
+
+    Streams the file from its start, so that finding the line costs no memory.
+    """
+    stream.seek(0)
+    decoder = codecs.getincrementaldecoder(encoding)()
+    fed = 0
+    position = None
+    while position is None:
+        chunk = stream.read(_READ)
+        # What the decoder still holds of the previous chunk (a split character) comes first.
+        pending = len(decoder.getstate()[0])
+        try:
+            decoder.decode(chunk, final=not chunk)
+        except UnicodeDecodeError as exc:
+            position = fed - pending + exc.start
+        if not chunk:
+            break
+        fed += len(chunk)
+    if position is None:
+        return None
+    wide = name.startswith(("utf-16", "utf-32"))
+    if wide:
+        # Two or four bytes a character: count the line breaks in what decoded.
+        line = _lines(_text_before(stream, position - position % 4, encoding))
+        return BadInput(
+            f"{source} is not valid {name.upper()[:6]} at line {line} (the file is cut "
+            f"short or damaged); save it again, preferably as UTF-8. {_NOTHING_CHANGED}"
+        )
+    line = _lines(_text_before(stream, position, "latin-1"))
+    label = "UTF-8" if name.startswith("utf-8") else encoding
+    other = "latin-1" if name == "cp1252" else "cp1252"
+    return BadInput(
+        f"{source} is not valid {label} at line {line}; save it as UTF-8 or pass "
+        f"--encoding (e.g. --encoding {other}). {_NOTHING_CHANGED}"
+    )
+
+
+def _text_before(stream: BinaryIO, end: int, encoding: str) -> Iterator[str]:
+    """The file's first `end` bytes as text, a chunk at a time."""
+    stream.seek(0)
+    decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+    left = end
+    while left > 0 and (chunk := stream.read(min(_READ, left))):
+        left -= len(chunk)
+        yield decoder.decode(chunk)
+    yield decoder.decode(b"", final=True)
+
+
+def _lines(parts: Iterable[str]) -> int:
+    """The physical line where some text ends: \r\n, \n and a lone \r each end one, as the
+    readers count them (a \r\n split between two parts counts once)."""
+    count = 1
+    after_cr = False
+    for part in parts:
+        if not part:
+            continue
+        count += part.count("\n") + part.count("\r") - part.count("\r\n")
+        if after_cr and part[0] == "\n":
+            count -= 1
+        after_cr = part[-1] == "\r"
+    return count
 
 
 def _utf16(data: bytes, source: str, encoding: str, name: str) -> str:
@@ -168,50 +212,106 @@ def _fit(sample: str, delimiter: str, in_header: int) -> tuple[int, int, int]:
     return (-sum(len(row) != len(rows[0]) for row in rows), len(rows[0]), in_header)
 
 
-def _table(
-    data: bytes, source: str, encoding: str
-) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """Return the header cells and the non-blank data rows with their first physical line."""
-    text = _decode(data, source, encoding)
-    # strict: an unclosed quote would otherwise swallow every later row without a word.
-    reader = csv.reader(
-        io.StringIO(text, newline=""),
-        delimiter=_delimiter(text),
-        skipinitialspace=True,
-        strict=True,
-    )
-    header: list[str] | None = None
-    rows: list[tuple[int, list[str]]] = []
-    start = 1
+def _decode(data: bytes, source: str, encoding: str) -> str:
+    """The whole of a small input (a list of references) as text."""
+    encoding, name = _codec(data[:_PREFIX], source, encoding)
     try:
-        for row in reader:
-            # unneutralise: a cell our own CSV output prefixed with ' reads back exactly.
-            cells = [unneutralise(cell.strip()) for cell in row]
-            if any(cells):
-                if header is None:
-                    header = cells
-                else:
-                    rows.append((start, cells))
-            start = reader.line_num + 1
-    except csv.Error as error:
-        if str(error).startswith("field larger than field limit"):
-            # Not a quote problem as such, though an unclosed quote is the usual cause.
+        text = data.decode(encoding)
+    except UnicodeDecodeError as error:
+        raise _decode_failure(io.BytesIO(data), source, encoding, name) or error from None
+    # Excel writes a UTF-8 BOM; without this the first header would be "\ufeffemail".
+    return text.removeprefix("\ufeff")
+
+
+def _without_bom(lines: Iterator[str]) -> Iterator[str]:
+    # Excel writes a UTF-8 BOM; without this the first header would be "\ufeffemail".
+    for line in lines:
+        yield line.removeprefix("\ufeff")
+        break
+    yield from lines
+
+
+class _Table:
+    """A CSV file's header cells and non-blank rows, read as they are iterated.
+
+    A file of any length is read without being held: `stream` is read again only to
+    report a fault. Faults are reported as a reading of the whole file finds them:
+    a byte that does not decode anywhere in the file first, then the first malformed
+    CSV, then (through `fault`) what the caller finds wrong in a row.
+    """
+
+    def __init__(self, stream: BinaryIO, source: str, encoding: str) -> None:
+        prefix = stream.read(_PREFIX)
+        self._stream, self._source = stream, source
+        self._encoding, self._name = _codec(prefix, source, encoding)
+        sample = codecs.getincrementaldecoder(self._encoding)("replace").decode(prefix)
+        stream.seek(0)
+        # Detached at the end, so that the caller's stream is neither closed nor lost.
+        self._text = io.TextIOWrapper(stream, encoding=self._encoding, newline="")
+        # strict: an unclosed quote would otherwise swallow every later row without a word.
+        self._reader = csv.reader(
+            _without_bom(self._text),
+            delimiter=_delimiter(sample.removeprefix("\ufeff")),
+            skipinitialspace=True,
+            strict=True,
+        )
+        self._start, self._done = 1, False
+        first = next(self.rows(), None)
+        if first is None:
             raise BadInput(
-                f"{source}: the field on line {start} is longer than "
+                f"{source} is empty; it needs a header row naming its columns (e.g. id or "
+                f"email) and one row per client. {_NOTHING_CHANGED}"
+            )
+        self.header = first[1]
+
+    def rows(self) -> Iterator[tuple[int, list[str]]]:
+        """The rows not read yet, each with its first physical line."""
+        reader, start = self._reader, self._start
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                if not self._done:
+                    self._done = True
+                    self._text.detach()
+                return
+            except UnicodeDecodeError as error:
+                raise self._undecodable() or error from None
+            except csv.Error as error:
+                self._start = start
+                raise self._undecodable() or self._malformed(str(error)) from None
+            # unneutralise: a cell our own CSV output prefixed with ' reads back exactly.
+            cells = [unneutralise(cell) if cell[:1] == QUOTE else cell
+                     for cell in map(str.strip, row)]  # fmt: skip
+            line, start = start, reader.line_num + 1
+            self._start = start
+            if any(cells):
+                yield line, cells
+
+    def fault(self, error: BadInput) -> BadInput:
+        """`error`, found in a row, unless the rest of the file holds an earlier kind of fault
+        (which `rows` raises)."""
+        for _ in self.rows():
+            pass
+        return error
+
+    def _undecodable(self) -> BadInput | None:
+        return _decode_failure(self._stream, self._source, self._encoding, self._name)
+
+    def _malformed(self, error: str) -> BadInput:
+        if error.startswith("field larger than field limit"):
+            # Not a quote problem as such, though an unclosed quote is the usual cause.
+            return BadInput(
+                f"{self._source}: the field on line {self._start} is longer than "
                 f"{csv.field_size_limit():,} characters; no client reference or name is "
                 "that long, so check that this is the right file (a quote that is not "
                 f"closed makes a field run on to the end of the file). {_NOTHING_CHANGED}"
-            ) from None
-        raise BadInput(
-            f"{source} line {start} has a quote that is not closed properly; put the whole "
-            f'cell in double quotes and double any quote inside it (""). {_NOTHING_CHANGED}'
-        ) from None
-    if header is None:
-        raise BadInput(
-            f"{source} is empty; it needs a header row naming its columns (e.g. id or email) "
-            f"and one row per client. {_NOTHING_CHANGED}"
+            )
+        return BadInput(
+            f"{self._source} line {self._start} has a quote that is not closed properly; put "
+            f'the whole cell in double quotes and double any quote inside it (""). '
+            f"{_NOTHING_CHANGED}"
         )
-    return header, rows
 
 
 def _find(header: list[str], names: frozenset[str]) -> int | None:
@@ -233,15 +333,12 @@ def _empty_cell(source: str, line: int, column: str) -> BadInput:
     )
 
 
-def _optional(cells: list[str], index: int | None) -> str | None:
-    return (_cell(cells, index) or None) if index is not None else None
-
-
 def read_reference_csv(
     data: bytes, *, source: str, column: str | None = None, encoding: str = "utf-8"
 ) -> list[Reference]:
     """Read client references from a CSV with a header row, in file order, duplicates kept."""
-    header, rows = _table(data, source, encoding)
+    table = _Table(io.BytesIO(data), source, encoding)
+    header, rows = table.header, list(table.rows())
     if column is not None:
         index = _find(header, frozenset({_normalise(column)}) - {""})
         if index is None:
@@ -278,15 +375,13 @@ def read_reference_lines(data: bytes, *, source: str, encoding: str = "utf-8") -
     return references
 
 
+# One @ with something before it, a domain of dot-separated labels none of which is
+# empty (rejects "a@b." and "a@.b"), and no white space (\s is str.isspace's set).
+_EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+")
+
+
 def _is_email(text: str) -> bool:
-    local, at, domain = text.partition("@")
-    return (
-        bool(at and local)
-        and "@" not in domain
-        and "." in domain
-        and all(domain.split("."))  # no empty label: rejects "a@b." and "a@.b"
-        and not any(char.isspace() for char in text)
-    )
+    return _EMAIL.fullmatch(text) is not None
 
 
 def check_text(value: str, where: str, column: str | None = None) -> str:
@@ -295,9 +390,13 @@ def check_text(value: str, where: str, column: str | None = None) -> str:
     found = _FORBIDDEN.search(value)
     if found is None:
         return value
-    code = found.group().encode("unicode_escape").decode("ascii")
+    raise _control_character(found.group(), where, column)
+
+
+def _control_character(char: str, where: str, column: str | None) -> BadInput:
+    code = char.encode("unicode_escape").decode("ascii")
     in_column = f" in the {column} column" if column else ""
-    raise BadInput(
+    return BadInput(
         f"{where} has a control character ({code}){in_column}, which no name, e-mail, phone "
         f"or program holds; remove it and try again. {_NOTHING_CHANGED}"
     )
@@ -316,37 +415,68 @@ def check_email(text: str, where: str) -> str:
 
 def read_import_csv(data: bytes, *, source: str, encoding: str = "utf-8") -> list[ImportRow]:
     """Read clients (email, first_name, last_name, optional phone, program and id)."""
-    header, rows = _table(data, source, encoding)
+    return list(iter_import_csv(io.BytesIO(data), source=source, encoding=encoding))
+
+
+def iter_import_csv(
+    stream: BinaryIO, *, source: str, encoding: str = "utf-8"
+) -> Iterator[ImportRow]:
+    """`read_import_csv` a row at a time, from a seekable binary stream of any length.
+
+    A bad row raises when it is reached, with the same error a whole-file reading
+    gives (see `_Table`).
+    """
+    table = _Table(stream, source, encoding)
+    header = table.header
     required = {"email": _EMAIL_NAMES, "first_name": _FIRST_NAMES, "last_name": _LAST_NAMES}
     found = {name: _find(header, names) for name, names in required.items()}
     missing = [name for name, index in found.items() if index is None]
     if missing:
-        raise BadInput(
-            f"{source} has no {' or '.join(missing)} column (found: {_found(header)}); add "
-            f"{'it' if len(missing) == 1 else 'them'} to the header row (email, first_name "
-            f"and last_name are required). {_NOTHING_CHANGED}"
+        raise table.fault(
+            BadInput(
+                f"{source} has no {' or '.join(missing)} column (found: {_found(header)}); "
+                f"add {'it' if len(missing) == 1 else 'them'} to the header row (email, "
+                f"first_name and last_name are required). {_NOTHING_CHANGED}"
+            )
         )
-    columns = {name: index for name, index in found.items() if index is not None}
+    email, first, last = (index for index in found.values() if index is not None)
     phone, program = _find(header, _PHONE_NAMES), _find(header, _PROGRAM_NAMES)
     client_id = _find(header, _ID_NAMES)
-    result = []
-    for line, cells in rows:
-        values = {}
-        for name, index in columns.items():
-            values[name] = _cell(cells, index)
-            if not values[name]:
-                raise _empty_cell(source, line, header[index])
-        for column in (*columns.values(), phone, program):
-            if column is not None:
-                check_text(_cell(cells, column), f"{source} line {line}", header[column])
-        if not _is_email(values["email"]):
-            raise BadInput(
-                f"{source} line {line} has {values['email']!r} in the e-mail column, which is "
-                f"not an e-mail address; correct it or remove the row. {_NOTHING_CHANGED}"
+    checked = [column for column in (email, first, last, phone, program) if column is not None]
+    # Short rows are padded to every column read, so that cells are indexed directly.
+    width = max(column for column in (*checked, client_id) if column is not None) + 1
+    for line, cells in table.rows():
+        if len(cells) < width:
+            cells += [""] * (width - len(cells))
+        address, given, family = cells[email], cells[first], cells[last]
+        if not (address and given and family) or _FORBIDDEN.search(
+            "".join([cells[i] for i in checked])
+        ):
+            raise table.fault(_row_fault(source, line, header, cells, checked))
+        if _EMAIL.fullmatch(address) is None:
+            raise table.fault(
+                BadInput(
+                    f"{source} line {line} has {address!r} in the e-mail column, which is "
+                    f"not an e-mail address; correct it or remove the row. {_NOTHING_CHANGED}"
+                )
             )
-        phone_cell, program_cell = _optional(cells, phone), _optional(cells, program)
-        result.append(
-            ImportRow(line, **values, phone=phone_cell, program=program_cell,
-                      client_id=_optional(cells, client_id))
+        yield ImportRow(
+            line, address, given, family,
+            None if phone is None else cells[phone] or None,
+            None if program is None else cells[program] or None,
+            None if client_id is None else cells[client_id] or None,
         )  # fmt: skip
-    return result
+
+
+def _row_fault(
+    source: str, line: int, header: list[str], cells: list[str], checked: list[int]
+) -> BadInput:
+    """For a row that has one: its first empty required cell, else its first control
+    character, in column order."""
+    empty = next((index for index in checked[:3] if not cells[index]), None)
+    if empty is not None:
+        return _empty_cell(source, line, header[empty])
+    index, found = next(
+        (index, found) for index in checked if (found := _FORBIDDEN.search(cells[index]))
+    )
+    return _control_character(found.group(), f"{source} line {line}", header[index])

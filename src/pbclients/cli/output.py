@@ -80,11 +80,15 @@ def print_json_array(records: Iterable[Any]) -> None:
     `list` may return a million clients: neither the records nor the text are held
     whole, and writes are batched because stdout may be unbuffered.
     """
-    encode = json.JSONEncoder(ensure_ascii=False).encode  # the C encoder: no indent
+    print_json_lines(map(json.JSONEncoder(ensure_ascii=False).encode, records))
+
+
+def print_json_lines(encoded: Iterable[str]) -> None:
+    """`print_json_array` of records already encoded (on one line each, without indent)."""
     pending = ["["]
     separator = "\n  "
-    for record in records:
-        pending.append(separator + encode(record))
+    for record in encoded:
+        pending.append(separator + record)
         separator = ",\n  "
         if len(pending) >= 2048:
             sys.stdout.write(json_text("".join(pending)))
@@ -122,25 +126,40 @@ def render_batch(
         fields = list(BATCH_FIELDS)
         if any(result.backup for result in outcome.results):
             fields += ["backup", "sha256"]
+    render_rows(rows, len(rows), fields, output, summary)
+
+
+def render_rows(
+    rows: Iterable[dict[str, Any]],
+    total: int,
+    fields: Sequence[str],
+    output: OutputFormat,
+    summary: str,
+) -> None:
+    """`render_batch` for records read as they are written (`import` of a whole file):
+    `total` of them, of which a table shows the first TABLE_ROWS."""
     if output is OutputFormat.JSON:
         print_json_array(rows)
         return
     if output is OutputFormat.CSV:
         print_csv(rows, fields)
         return
+    from itertools import islice
+
     from rich.table import Table
 
     out = console()
-    if rows:
+    first = list(islice(rows, TABLE_ROWS))
+    if first:
         table = Table(box=None, pad_edge=False)
         shown = [f for f in fields if f not in ("batch", "sha256")]
         for name in shown:
             table.add_column(name, overflow="fold")
-        for row in rows[:TABLE_ROWS]:
+        for row in first:
             table.add_row(*(literal(_shown(row.get(name))) for name in shown))
         out.print(table)
-        if len(rows) > TABLE_ROWS:
-            out.print(f"... and {len(rows) - TABLE_ROWS} more (use --format csv to see all).")
+        if total > TABLE_ROWS:
+            out.print(f"... and {total - TABLE_ROWS} more (use --format csv to see all).")
     out.print(plain(summary))
 
 

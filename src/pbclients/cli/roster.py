@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
 import typer
 
 from pbclients.cli.common import err, read_input, reporting, source_name
+from pbclients.cli.complete import client_references
 from pbclients.cli.options import (
     MAX_ROWS,
     DryRunOption,
@@ -24,13 +27,16 @@ from pbclients.cli.options import (
     whole_number,
 )
 from pbclients.cli.output import (
+    BATCH_FIELDS,
     TABLE_ROWS,
     console,
     plural,
     print_csv,
     print_json,
     print_json_array,
+    print_json_lines,
     render_batch,
+    render_rows,
     say,
 )
 from pbclients.cli.render import literal, plain, visible
@@ -40,12 +46,14 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from rich.console import RenderableType
-    from sqlalchemy import Engine
 
     from pbclients.cli.common import AppState
     from pbclients.importing import ImportDetail
     from pbclients.limits import MaxChanges
     from pbclients.operation import Batch, Plan
+    from pbclients.plan import PlanUsage
+    from pbclients.readdb import Database
+    from pbclients.results import Outcome
     from pbclients.roster import AddDetail, NewClient
     from pbclients.roster_view import ClientDetail, ClientFilter
 
@@ -218,6 +226,9 @@ def import_clients(
             return
         if file is None:
             raise UsageError("Give the clients to add: FILE.csv, or --fhir FILE.")
+        if not update:
+            _import_file(app, file, encoding, yes, dry_run, reason, output, max_changes)
+            return
         from pbclients.roster import NewClient
 
         rows = read_import_csv(read_input(file), source=source_name(file), encoding=encoding)
@@ -232,17 +243,124 @@ def import_clients(
             )
             for r in rows
         ]
-        if update:
-            ids = [r.client_id for r in rows]
-            _import_update(
-                app, new, ids, yes, dry_run, reason, output,
-                stdin_used=file == "-", max_changes=max_changes,
-            )  # fmt: skip
-            return
-        _add(
-            app, new, yes, dry_run, reason, output,
+        ids = [r.client_id for r in rows]
+        _import_update(
+            app, new, ids, yes, dry_run, reason, output,
             stdin_used=file == "-", max_changes=max_changes,
         )  # fmt: skip
+
+
+def _import_file(
+    app: AppState,
+    file: str,
+    encoding: str,
+    yes: bool,
+    dry_run: bool,
+    reason: str | None,
+    output: OutputFormat,
+    max_changes: MaxChanges | None,
+) -> None:
+    """A plain import, as `_add` does it but streamed: a file of any length is read once
+    into an intake, then checked, confirmed, added and reported a chunk at a time."""
+    from pbclients import importing
+    from pbclients.cli.common import confirm
+    from pbclients.cli.progress import progress
+    from pbclients.cli.run import check_cap, warn_cap
+    from pbclients.csvinput import iter_import_csv
+    from pbclients.results import Outcome
+
+    source = source_name(file)
+    with _opened(file) as stream:
+        rows = iter_import_csv(stream, source=source, encoding=encoding)
+        intake = importing.Intake.of(rows, source)
+    with intake:
+        if not intake.count:
+            _add(app, [], yes, dry_run, reason, output, stdin_used=file == "-")
+            return
+        engine = app.engine()
+        plan = importing.check(engine, intake)
+        count = intake.count
+        if dry_run:
+            summary = _added_summary(count, plan.new_programs, None, dry_run)
+            if output is OutputFormat.JSON:
+                print_json_lines(_json_records(plan.emails_and_ids(), Outcome.PLANNED, None))
+            else:
+                records = (result.as_record(None) for result in plan.results())
+                render_rows(records, count, BATCH_FIELDS, output, summary)
+            warn_cap(engine, count, max_changes)
+            return
+        check_cap(engine, count, max_changes)
+        question = _adding_question(count, plan.seats, plan.new_programs)
+        confirm(question, yes=yes, stdin_used=file == "-")
+        with progress(count, "Adding") as on_progress:
+            added = importing.add(engine, plan, app.change(reason), on_progress=on_progress)
+        batch_id = added.batch_id
+        if output is OutputFormat.JSON:
+            print_json_lines(_json_records(added.emails_and_ids(), Outcome.CHANGED, batch_id))
+            return
+        summary = _added_summary(count, added.new_programs, batch_id, dry_run)
+        records = (result.as_record(batch_id) for result in added.results())
+        render_rows(records, count, BATCH_FIELDS, output, summary)
+
+
+def _json_records(
+    emails_and_ids: Iterable[tuple[str, int | None]], outcome: Outcome, batch_id: str | None
+) -> Iterator[str]:
+    """The results of an import, encoded as `print_json_array` encodes them.
+
+    They differ only in the e-mail (which is also the reference) and the id, so the
+    record of `ChangeResult.as_record` is encoded once with markers in those places:
+    a million records then cost an escaped string each instead of an encoded dict.
+    """
+    import json
+    from json.encoder import encode_basestring
+
+    from pbclients.results import ChangeResult
+
+    email_mark, id_mark = "\x00", "\x01"
+    record = ChangeResult(email_mark, None, email_mark, None, Status.ACTIVE.value, outcome)
+    fields = record.as_record(batch_id) | {"id": id_mark}
+    template = (
+        json.JSONEncoder(ensure_ascii=False)
+        .encode(fields)
+        .replace("%", "%%")
+        .replace(encode_basestring(email_mark), "%(email)s")
+        .replace(encode_basestring(id_mark), "%(id)s")
+    )
+    for email, client_id in emails_and_ids:
+        shown = "null" if client_id is None else client_id
+        yield template % {"email": encode_basestring(email), "id": shown}
+
+
+@contextmanager
+def _opened(file: str) -> Iterator[BinaryIO]:
+    """The file to import, or standard input's bytes set aside to be read more than once."""
+    from pbclients.errors import UsageError
+
+    if file == "-":
+        import shutil
+        import tempfile
+
+        with tempfile.TemporaryFile() as spool:
+            shutil.copyfileobj(sys.stdin.buffer, spool)
+            spool.seek(0)
+            yield spool
+        return
+    try:
+        stream = Path(file).expanduser().open("rb")
+    except FileNotFoundError:
+        raise UsageError(f"{visible(file)}: no such file; check the path.") from None
+    except IsADirectoryError:
+        raise UsageError(
+            f"{visible(file)} is a folder, not a file; give the file inside it."
+        ) from None
+    except PermissionError:
+        raise UsageError(
+            f"{visible(file)} cannot be read (permission denied); "
+            "check its permissions or copy it somewhere readable."
+        ) from None
+    with stream:
+        yield stream
 
 
 def _import_fhir(
@@ -418,23 +536,30 @@ def _import_records(
 
 
 def _add_question(plan: Plan[AddDetail]) -> str:
-    seats = plan.detail.seats
+    return _adding_question(plan.changing, plan.detail.seats, plan.detail.new_programs)
+
+
+def _adding_question(count: int, seats: PlanUsage, new_programs: Sequence[str]) -> str:
     used = "" if seats.limit is None else f" ({seats.counted} of {seats.limit} plan seats used)"
-    new_programs = "".join(
-        f"\n  Creates the program '{visible(name)}'." for name in plan.detail.new_programs
-    )
-    return f"Add {plural(plan.changing, 'client')}{used}? They get portal access.{new_programs}"
+    creates = "".join(f"\n  Creates the program '{visible(name)}'." for name in new_programs)
+    return f"Add {plural(count, 'client')}{used}? They get portal access.{creates}"
 
 
 def _add_summary(outcome: Plan[AddDetail] | Batch[AddDetail], dry_run: bool) -> str:
+    batch_id = None if dry_run else getattr(outcome, "batch_id", None)
+    return _added_summary(outcome.changing, outcome.detail.new_programs, batch_id, dry_run)
+
+
+def _added_summary(
+    count: int, new_programs: Sequence[str], batch_id: str | None, dry_run: bool
+) -> str:
     if dry_run:
-        summary = f"Dry run: would add {plural(outcome.changing, 'client')}; nothing was written."
+        summary = f"Dry run: would add {plural(count, 'client')}; nothing was written."
         created = "Would create"
     else:
-        batch_id = getattr(outcome, "batch_id", None)
-        summary = f"Added {plural(outcome.changing, 'client')} (batch {batch_id})."
+        summary = f"Added {plural(count, 'client')} (batch {batch_id})."
         created = "Created"
-    for name in outcome.detail.new_programs:
+    for name in new_programs:
         summary += f" {created} the program '{visible(name)}'."
     return summary
 
@@ -498,7 +623,7 @@ def list_clients(
         from contextlib import closing
 
         from pbclients import activity, clock, roster_view
-        from pbclients.selection import Inactivity
+        from pbclients.activity import Inactivity
 
         if status is None and held:
             # A held client pending purge is the one a hold is most often about.
@@ -518,24 +643,25 @@ def list_clients(
         where = roster_view.ClientFilter(
             statuses, search, program, limit, inactive, held_at=now if held else None
         )
-        engine = app.engine()
+        database = app.database()
         if output is ListFormat.TABLE:
-            _list_table(engine, where, now)
+            _list_table(database, where, now)
             return
-        # Only json/csv print the last activity; ids stays one read of the client table.
-        activity_at = None if output is ListFormat.IDS else now
         # Closed as soon as the output stops, a closed pipe included: the read ends there.
-        with closing(roster_view.iter_clients(engine, where, activity_at)) as clients:
-            if output is ListFormat.IDS:
-                for client in clients:
-                    sys.stdout.write(f"{client.id}\n")
-            elif output is ListFormat.JSON:
+        if output is ListFormat.IDS:
+            # One statement, ids only: no programs, holds or activity to look up.
+            with closing(roster_view.iter_ids(database, where)) as ids:
+                for client_id in ids:
+                    sys.stdout.write(f"{client_id}\n")
+            return
+        with closing(roster_view.iter_clients(database, where, now)) as clients:
+            if output is ListFormat.JSON:
                 print_json_array(c.as_record(now) for c in clients)
             else:
                 print_csv((c.as_record(now) for c in clients), LIST_FIELDS)
 
 
-def _list_table(engine: Engine, where: ClientFilter, now: datetime) -> None:
+def _list_table(database: Database, where: ClientFilter, now: datetime) -> None:
     from contextlib import closing
     from dataclasses import replace
 
@@ -554,7 +680,7 @@ def _list_table(engine: Engine, where: ClientFilter, now: datetime) -> None:
     if deleted:
         table.add_column("purge in")
     shown = 0
-    with closing(roster_view.iter_clients(engine, shown_where)) as clients:
+    with closing(roster_view.iter_clients(database, shown_where)) as clients:
         for client in clients:
             since = client.deleted_at or client.deactivated_at or client.created_at
             row = [
@@ -576,14 +702,16 @@ def _list_table(engine: Engine, where: ClientFilter, now: datetime) -> None:
         return
     out.print(table)
     if capped:
-        total = roster_view.count_clients(engine, where)
+        total = roster_view.count_clients(database, where)
         if total > shown:
             out.print(f"... and {total - shown} more; use --limit N or --format csv to see them.")
 
 
 def show(
     ctx: typer.Context,
-    client: Annotated[str, typer.Argument(help="Client ID or e-mail.")],
+    client: Annotated[
+        str, typer.Argument(help="Client ID or e-mail.", autocompletion=client_references)
+    ],
     output: Annotated[
         OutputFormat, typer.Option("--format", "-f", help="table, json or csv.")
     ] = OutputFormat.TABLE,
@@ -598,7 +726,7 @@ def show(
         from pbclients import clock, roster_view
 
         now = clock.now()
-        detail = roster_view.client_detail(app.engine(), client, now)
+        detail = roster_view.client_detail(app.database(), client, now)
         if output is OutputFormat.JSON:
             print_json(detail.as_record(now))
         elif output is OutputFormat.CSV:
