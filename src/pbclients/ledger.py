@@ -42,8 +42,8 @@ from sqlmodel import Session, col, select
 
 from pbclients import audit, clock, paths, settings
 from pbclients.errors import BackupFailed, BadInput, UsageError
+from pbclients.lookup import chunks
 from pbclients.models import Client
-from pbclients.selection import chunks
 
 PURGED = "purged"
 RESTORED = "restored"
@@ -290,21 +290,31 @@ def append(session: Session, path: Path, new: Sequence[NewEntry], at: datetime) 
     try:
         with _locked(path) as descriptor:
             number, prev = _tail(descriptor, path)
+            # Once per purged client: the time is formatted once, and the hash is taken of
+            # the same list `_line_hash` builds, without building the fields twice.
+            when = clock.iso(at)
+            encode = _HASH_JSON.encode
             lines = []
             for item in new:
                 number += 1
+                created = stamp(item.created)
+                digest = hashlib.sha256(
+                    encode([prev, number, when, item.event, practice, item.client_id, created,
+                            item.sha256]).encode()
+                ).hexdigest()  # fmt: skip
                 fields: dict[str, Any] = {
                     "line": number,
-                    "at": clock.iso(at),
+                    "at": when,
                     "event": item.event,
                     "practice": practice,
                     "client": item.client_id,
-                    "created": stamp(item.created),
+                    "created": created,
                     "sha256": item.sha256,
                     "prev": prev,
+                    "hash": digest,
                 }
-                fields["hash"] = prev = _line_hash(prev, fields)
-                lines.append(_HASH_JSON.encode(fields) + "\n")
+                prev = digest
+                lines.append(encode(fields) + "\n")
             data = "".join(lines).encode()
             written = 0
             while written < len(data):

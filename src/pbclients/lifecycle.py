@@ -75,10 +75,11 @@ def apply(
     """
     target = _TARGET[plan.action]
     by_status: dict[str, list[int]] = {}
+    results = []
     for result in plan.results:
         if result.outcome is Outcome.PLANNED and result.client_id is not None:
             by_status.setdefault(str(result.before), []).append(result.client_id)
-    results = [carried_out(result) for result in plan.results]
+        results.append(carried_out(result))
     if not by_status:
         return Batch(plan.action, results, plan.detail)
     batch_id = audit.new_batch_id()

@@ -56,6 +56,7 @@ however it ends (refused, busy, a lost lock, an error), with what it committed.
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -75,11 +76,11 @@ from pbclients import audit, clock, faults, ledger, paths, schedules
 from pbclients.db import is_sqlite, load_ids, reading, writing
 from pbclients.errors import DatabaseBusy, ExitCode, PbClientsError
 from pbclients.holds import held_clause
+from pbclients.lookup import chunks
 from pbclients.models import RECORD_MODELS, AuditEvent, Client, LegalHold, UndoRecord
 from pbclients.operation import Action, Batch, Change, Plan, ProgressCallback
 from pbclients.policy import Status
 from pbclients.results import ChangeResult, Outcome
-from pbclients.selection import chunks
 
 CHUNK = 1_000
 PURGED = "purged"
@@ -213,6 +214,8 @@ def _preview(session: Session, now: datetime) -> Plan[PurgeDetail]:
             .order_by(col(Client.id))
         ).scalars()
     ]
+    # Clients deleted in one batch share their times: each one is formatted once.
+    iso = functools.cache(clock.iso)
     results = [
         ChangeResult(
             str(row.id),
@@ -221,7 +224,7 @@ def _preview(session: Session, now: datetime) -> Plan[PurgeDetail]:
             Status.DELETED.value,
             PURGED,
             Outcome.PLANNED,
-            note=f"deleted {clock.iso(row.deleted_at)}, purge after {clock.iso(row.purge_after)}",
+            note=f"deleted {iso(row.deleted_at)}, purge after {iso(row.purge_after)}",
         )
         for row in rows
     ]
@@ -425,12 +428,26 @@ def _purge_chunk(
         # The reasons admins gave may name the client; the digests keep the trail verifiable.
         audit.erase_reasons(session, in_chunk)
         schedules.erase_reasons(session, ids)
+        # Nothing of these tables is loaded in the session: without synchronize_session=False
+        # the ORM would fetch back the id of every deleted record (ten or so per client).
         for model in reversed(RECORD_MODELS.values()):
-            session.execute(delete(model).where(model.client_id.in_(in_chunk)))  # type: ignore[attr-defined]
+            session.execute(
+                delete(model)
+                .where(model.client_id.in_(in_chunk))  # type: ignore[attr-defined]
+                .execution_options(synchronize_session=False)
+            )
         # The values an edit replaced are personal data too: they go with the client.
-        session.execute(delete(UndoRecord).where(col(UndoRecord.client_id).in_(in_chunk)))
+        session.execute(
+            delete(UndoRecord)
+            .where(col(UndoRecord.client_id).in_(in_chunk))
+            .execution_options(synchronize_session=False)
+        )
         # Only a hold that ended by itself is left on a due client; its reason goes too.
-        session.execute(delete(LegalHold).where(col(LegalHold.client_id).in_(in_chunk)))
+        session.execute(
+            delete(LegalHold)
+            .where(col(LegalHold.client_id).in_(in_chunk))
+            .execution_options(synchronize_session=False)
+        )
         faults.checkpoint("purge.records-deleted")
         removed = session.execute(
             delete(Client)

@@ -6,39 +6,20 @@ set-based queries, so an unknown reference stops the whole command.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Row, func
+from sqlalchemy import ColumnElement, Row
 from sqlmodel import Session, col, select
 
+from pbclients.activity import Inactivity, inactive_since
 from pbclients.csvinput import Reference
 from pbclients.db import load_ids
-from pbclients.errors import BadInput, UnknownClient, UsageError
-from pbclients.models import Client, Enrolment, Program
+from pbclients.errors import UnknownClient, UsageError
+from pbclients.lookup import can_match, chunks, parse_client_id, shorten
+from pbclients.models import Client, Enrolment
 from pbclients.policy import Status
-from pbclients.settings import whole_number
-
-T = TypeVar("T")
-
-# Well under SQLite's and PostgreSQL's limits on bound parameters per statement.
-CHUNK = 10_000
-
-# Client ids are INTEGER columns: 32 bits on PostgreSQL (64 on SQLite, but a backup or a
-# `db copy` holds no larger id either), so a larger number names no client on any engine.
-# Binding one would fail instead (PostgreSQL: a DataError; SQLite past 64 bits: an
-# OverflowError), so it is an unknown reference before any query.
-MAX_CLIENT_ID = 2**31 - 1
-
-
-@dataclass(frozen=True)
-class Inactivity:
-    """`--inactive-for`: clients with no activity after `cutoff`, as of `now`."""
-
-    cutoff: datetime
-    now: datetime
 
 
 @dataclass(frozen=True)
@@ -79,11 +60,6 @@ class Resolved:
     skipped: list[Reference] = field(default_factory=list)
 
 
-def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def live_email_owners(session: Session, email_keys: Sequence[str]) -> dict[str, int]:
     """Which visible (not deleted) client holds each of these case-folded e-mails."""
     owners: dict[str, int] = {}
@@ -103,18 +79,12 @@ def reference_key(text: str) -> int | str:
     Anything that is not an ID (including a number too large to be one) is looked up as an
     e-mail, finds nobody, and so is an unknown reference like any other typo.
     """
+    if len(text) < 10 and text.isdigit() and text.isascii():
+        # A plain ID of up to nine digits is always in range: a bulk selection is mostly
+        # these, and they skip the stricter parse below (100,000 calls on a large CSV).
+        return int(text)
     client_id = parse_client_id(text)
     return client_id if client_id is not None else text.casefold()
-
-
-def parse_client_id(text: str) -> int | None:
-    """The client ID `text` spells with the digits 0-9 (`007` is 7), or None.
-
-    Not int(), which also reads Arabic-Indic digits, `+5` and `1_000` (no admin means an
-    ID by them) and fails on 4,300+ digits; and a value past MAX_CLIENT_ID names no
-    client.
-    """
-    return whole_number(text, 0, MAX_CLIENT_ID)
 
 
 def is_client_id(text: str) -> bool:
@@ -158,15 +128,17 @@ def resolve(session: Session, selection: Selection) -> Resolved:
     resolved = Resolved()
     seen_ids: set[int] = set()
     unknown: list[Reference] = []
+    # Once per reference: local names and the status lookup inlined (see `_status`).
+    add, statuses = resolved.clients.append, _STATUSES
     for key, reference in unique.items():
         row = by_id.get(key) if isinstance(key, int) else by_email.get(key)
         if row is None:
             unknown.append(reference)
-        elif row.id not in seen_ids:
-            seen_ids.add(row.id)
-            resolved.clients.append(
-                Selected(reference.text, row.id, row.email, _status(row.status))
-            )
+            continue
+        client_id, email, status = row.id, row.email, row.status
+        if client_id not in seen_ids:
+            seen_ids.add(client_id)
+            add(Selected(reference.text, client_id, email, statuses.get(status) or _status(status)))
     if selection.program is not None:
         for row in _rows_in_program(session, selection.program, selection.inactive):
             if row.id not in seen_ids:
@@ -178,13 +150,6 @@ def resolve(session: Session, selection: Selection) -> Resolved:
         raise UnknownClient(_unknown_message(unknown))
     resolved.skipped.extend(unknown)
     return resolved
-
-
-def shorten(text: str, keep: int = 60) -> str:
-    """A reference as quoted in a message: a 5,000-digit one would bury the sentence."""
-    if len(text) <= keep:
-        return text
-    return f"{text[:keep]}... ({len(text):,} characters)"
 
 
 def _unknown_message(unknown: list[Reference]) -> str:
@@ -269,29 +234,12 @@ def _rows_inactive(session: Session, inactive: Inactivity) -> list[_Row]:
 
 
 def _inactive_clause(inactive: Inactivity) -> ColumnElement[bool]:
-    # Imported here: activity builds on this module's chunks() and shorten().
-    from pbclients.activity import inactive_since
-
     return inactive_since(inactive.cutoff, inactive.now)
 
 
-def can_match(text: str) -> bool:
-    """Whether a stored value could equal `text`: PostgreSQL text cannot hold NUL (binding it
-    raises a DataError) and no pbclients writer stores one, so such a lookup finds nothing."""
-    return "\x00" not in text
-
-
 def find_program(session: Session, name: str) -> int:
-    program_id = (
-        session.exec(
-            select(Program.id).where(func.lower(Program.name) == name.strip().casefold())
-        ).first()
-        if can_match(name)
-        else None
-    )
-    if program_id is None:
-        known = ", ".join(session.exec(select(Program.name).order_by(Program.name)).all()) or "none"
-        raise BadInput(
-            f"There is no program named '{name}' (programs: {known}); nothing was changed."
-        )
-    return program_id
+    """A program's id by name (case-insensitive); an unknown name is exit 3."""
+    from pbclients.readdb import Reader
+    from pbclients.roster_view import find_program_id
+
+    return find_program_id(Reader.of(session), name)

@@ -3,10 +3,13 @@
 Times the real CLI as a subprocess, `pbclients --db DB purge --yes` (silent, as
 cron runs it), with its peak memory, then a raw baseline on a byte copy of the same
 database doing the same work as its own process: the same chunks of 1,000 due
-clients, one transaction each, DELETE per record table and then the clients, one
+clients, one transaction each, DELETE per record table (and the undo values and
+ended holds) and then the clients, the reason text of their audit events erased, one
 hash-chained `purge` audit event per client carrying the backup SHA-256 read from
-its `delete` event; SQLite with secure_delete and a final wal_checkpoint(TRUNCATE),
-PostgreSQL (psycopg, same statements) with a final VACUUM of the touched tables.
+its `delete` event, and one hash-chained line per client appended to an erasure
+ledger file and fsynced before the commit (as pbclients.ledger does); SQLite with
+secure_delete and a final wal_checkpoint(TRUNCATE), PostgreSQL (psycopg, same
+statements) with a final VACUUM of the touched tables.
 
     python tests/perf/bench_purge.py                          # 1,000,000 / 100,000
     python tests/perf/bench_purge.py --clients 20000 --deleted 2000 --verify
@@ -16,14 +19,16 @@ PostgreSQL (psycopg, same statements) with a final VACUUM of the touched tables.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import random
 import sqlite3
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +171,42 @@ def prepare_postgres(url: str, deleted: list[int]) -> None:
 
 # --- the baseline ---------------------------------------------------------------------------
 
+_LEDGER_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+
+
+class Ledger:
+    """The erasure ledger the tool keeps (pbclients.ledger): one hash-chained JSON line per
+    purged client, appended and fsynced in each chunk before its commit."""
+
+    def __init__(self, practice: str) -> None:
+        descriptor, self.path = tempfile.mkstemp(prefix="pbbench-ledger-")
+        self.descriptor = descriptor
+        self.practice = practice
+        self.number = 0
+        self.prev = b.GENESIS
+
+    def append(self, purged: list[tuple[int, Any, str | None]]) -> str:
+        """Lines for (client id, created_at, backup sha256); returns the head "number:hash"."""
+        at = b.iso(b.NOW)
+        lines = []
+        for client_id, created, sha256 in purged:
+            self.number += 1
+            moment = datetime.fromisoformat(created) if isinstance(created, str) else created
+            stamp = moment.isoformat(timespec="microseconds").replace("+00:00", "") + "Z"
+            fields = [self.number, at, "purged", self.practice, client_id, stamp, sha256]
+            digest = hashlib.sha256(_LEDGER_JSON.encode([self.prev, *fields]).encode()).hexdigest()
+            keys = ("line", "at", "event", "practice", "client", "created", "sha256")
+            line = dict(zip(keys, fields, strict=True), prev=self.prev, hash=digest)
+            lines.append(_LEDGER_JSON.encode(line) + "\n")
+            self.prev = digest
+        os.write(self.descriptor, "".join(lines).encode())
+        os.fsync(self.descriptor)
+        return f"{self.number}:{self.prev}"
+
+    def close(self) -> None:
+        os.close(self.descriptor)
+        os.unlink(self.path)
+
 
 def _checksums(rows: list[tuple[int, str | None]]) -> dict[int, str | None]:
     found: dict[int, str | None] = {}
@@ -182,17 +223,19 @@ def baseline_sqlite(db: str) -> int:
     con.execute("PRAGMA secure_delete = ON")
     con.execute("CREATE TEMP TABLE ids (id INTEGER PRIMARY KEY)")
     now = b.sqlite_time(b.NOW)
+    practice = con.execute("SELECT hash FROM audit_event ORDER BY id LIMIT 1").fetchone()[0]
+    ledger = Ledger(practice)
     purged = 0
     while True:
         con.execute("BEGIN IMMEDIATE")
-        ids = [
-            row[0]
-            for row in con.execute(
-                "SELECT id FROM client WHERE status = 'deleted' AND purge_after <= ? "
+        created = dict(
+            con.execute(
+                "SELECT id, created_at FROM client WHERE status = 'deleted' AND purge_after <= ? "
                 "ORDER BY id LIMIT ?",
                 (now, CHUNK),
-            )
-        ]
+            ).fetchall()
+        )
+        ids = list(created)
         if not ids:
             con.execute("COMMIT")
             break
@@ -204,7 +247,11 @@ def baseline_sqlite(db: str) -> int:
                 "AND client_id IN (SELECT id FROM temp.ids) ORDER BY id"
             ).fetchall()
         )
-        for table in RECORD_TABLES:
+        con.execute(
+            "UPDATE audit_event SET reason = NULL "
+            "WHERE client_id IN (SELECT id FROM temp.ids) AND reason IS NOT NULL"
+        )
+        for table in (*RECORD_TABLES, "undo_record", "legal_hold"):
             con.execute(f"DELETE FROM {table} WHERE client_id IN (SELECT id FROM temp.ids)")
         removed = con.execute(
             "DELETE FROM client WHERE id IN (SELECT id FROM temp.ids) AND status = 'deleted'"
@@ -224,10 +271,17 @@ def baseline_sqlite(db: str) -> int:
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (f"{last_id + len(rows)}:{prev_hash}",),
         )
+        head = ledger.append([(cid, created[cid], sums.get(cid)) for cid in ids])
+        con.execute(
+            "INSERT INTO setting (key, value) VALUES ('ledger_head', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (head,),
+        )
         con.execute("COMMIT")
         purged += len(ids)
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     con.close()
+    ledger.close()
     return purged
 
 
@@ -238,15 +292,19 @@ def baseline_postgres(url: str) -> int:
     purged = 0
     with psycopg.connect(url) as con:
         con.execute("CREATE TEMP TABLE ids (id BIGINT PRIMARY KEY)")
+        first = con.execute("SELECT hash FROM audit_event ORDER BY id LIMIT 1").fetchone()
+        assert first is not None  # the prepared trail holds the delete events
+        ledger = Ledger(first[0])
         con.commit()
         while True:
             with con.transaction(), con.cursor() as cur:
                 cur.execute(
-                    "SELECT id FROM client WHERE status = 'deleted' AND purge_after <= %s "
-                    "ORDER BY id LIMIT %s",
+                    "SELECT id, created_at FROM client WHERE status = 'deleted' "
+                    "AND purge_after <= %s ORDER BY id LIMIT %s FOR UPDATE",
                     (now, CHUNK),
                 )
-                ids = [row[0] for row in cur.fetchall()]
+                created: dict[int, Any] = dict(cur.fetchall())
+                ids = list(created)
                 if not ids:
                     break
                 cur.execute("DELETE FROM ids")
@@ -256,7 +314,11 @@ def baseline_postgres(url: str) -> int:
                     "AND client_id IN (SELECT id FROM ids) ORDER BY id"
                 )
                 sums = _checksums(cur.fetchall())
-                for table in RECORD_TABLES:
+                cur.execute(
+                    "UPDATE audit_event SET reason = NULL "
+                    "WHERE client_id IN (SELECT id FROM ids) AND reason IS NOT NULL"
+                )
+                for table in (*RECORD_TABLES, "undo_record", "legal_hold"):
                     cur.execute(f"DELETE FROM {table} WHERE client_id IN (SELECT id FROM ids)")
                 cur.execute(
                     "DELETE FROM client WHERE id IN (SELECT id FROM ids) AND status = 'deleted'"
@@ -278,7 +340,14 @@ def baseline_postgres(url: str) -> int:
                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     (f"{last_id + len(rows)}:{prev_hash}",),
                 )
+                ledger_head = ledger.append([(cid, created[cid], sums.get(cid)) for cid in ids])
+                cur.execute(
+                    "INSERT INTO setting (key, value) VALUES ('ledger_head', %s) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (ledger_head,),
+                )
                 purged += len(ids)
+    ledger.close()
     with psycopg.connect(url, autocommit=True) as con:
         con.execute(f"VACUUM {', '.join((*RECORD_TABLES, 'client', 'audit_event'))}")
     return purged

@@ -47,8 +47,9 @@ def build_selection(
     inactive_for: str | None = None,
 ) -> tuple[Selection, bool]:
     """The selection options as one Selection, and whether standard input was read."""
+    from pbclients.activity import Inactivity
     from pbclients.csvinput import Reference, read_reference_csv, read_reference_lines
-    from pbclients.selection import Inactivity, Selection
+    from pbclients.selection import Selection
 
     if csv_file == "-" and ids_from == "-":
         raise UsageError(
@@ -129,7 +130,9 @@ def _change_status(
     inactive_for: str | None = None,
     at: str | None = None,
 ) -> None:
-    with reporting(ctx) as app:
+    from pbclients.cli.run import without_gc
+
+    with reporting(ctx) as app, without_gc():
         from pbclients import lifecycle
         from pbclients.cli.run import carry_out
         from pbclients.cli.timing import carry_out_later, due_time

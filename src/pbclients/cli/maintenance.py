@@ -58,7 +58,9 @@ def purge(
         pbclients purge --yes
         # in cron, prefer `pbclients run-due`: schedules, policy, then this purge
     """
-    with reporting(ctx) as app:
+    from pbclients.cli.run import without_gc
+
+    with reporting(ctx) as app, without_gc():
         from pbclients import clock
         from pbclients import purge as purging
         from pbclients.cli.run import check_cap, warn_cap
