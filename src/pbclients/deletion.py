@@ -21,6 +21,7 @@ once and `apply` carries out that plan in named steps (`_write_backups`,
 
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -32,20 +33,21 @@ from sqlmodel import Session, col, select
 from pbclients import audit, clock, faults, settings
 from pbclients.backup.keys import Keyring, practice_keyring
 from pbclients.backup.writer import (
-    content_digest,
+    content_digests,
     kept_note,
     prepare_folder,
-    write_verified_backup,
+    write_verified_backups,
 )
 from pbclients.db import load_ids, reading, writing
 from pbclients.errors import BackupFailed, TransitionNotAllowed, UsageError
 from pbclients.holds import held_ids, held_message
 from pbclients.lifecycle import consequences
+from pbclients.lookup import CHUNK, chunks
 from pbclients.models import Client
 from pbclients.operation import Action, Batch, Change, Plan, ProgressCallback, carried_out
 from pbclients.policy import Status
 from pbclients.results import ChangeResult, Outcome
-from pbclients.selection import CHUNK, Selection, chunks, resolve
+from pbclients.selection import Selection, resolve
 
 
 @dataclass(frozen=True)
@@ -260,21 +262,22 @@ def _write_backups(
     on_progress: ProgressCallback | None,
     keyring: Keyring | None = None,
 ) -> _Backups:
-    """A verified backup of every client, one at a time (each client's records are
-    streamed into its archive, so memory does not grow with the selection), encrypted
-    to the practice's key when it has one."""
+    """A verified backup of every client, one at a time (their rows read a group at a
+    time, so memory does not grow with the selection), encrypted to the practice's key
+    when it has one."""
     backups = _Backups({}, [])
-    for done, result in enumerate(todo, start=1):
-        client_id = int(result.client_id or 0)
-        try:
-            backup = write_verified_backup(engine, client_id, folder, at, keyring)
-        except BackupFailed as error:
-            raise backups.failed(str(error)) from None
-        backups.files[client_id] = _Kept(str(backup.path), backup.sha256, backup.content)
-        if len(backups.first) < 4:
-            backups.first.append(backup.path)
-        if on_progress:
-            on_progress(done, len(todo))
+    ids = [int(r.client_id or 0) for r in todo]
+    with closing(write_verified_backups(engine, ids, folder, at, keyring)) as written:
+        for done, client_id in enumerate(ids, start=1):
+            try:
+                backup = next(written)
+            except BackupFailed as error:
+                raise backups.failed(str(error)) from None
+            backups.files[client_id] = _Kept(str(backup.path), backup.sha256, backup.content)
+            if len(backups.first) < 4:
+                backups.first.append(backup.path)
+            if on_progress:
+                on_progress(done, len(todo))
     return backups
 
 
@@ -287,9 +290,10 @@ def _check_unchanged(
     current = dict(
         session.exec(select(Client.id, Client.status).where(in_batch).with_for_update()).all()
     )
-    # One client at a time: only re-reading the rows shows an edit a count would miss.
-    for result in todo:
-        client_id = int(result.client_id or 0)
+    # Only re-reading the rows shows an edit a count would miss (a group of clients at a
+    # time, in the order of the plan).
+    digests = content_digests(session, [int(r.client_id or 0) for r in todo])
+    for result, (client_id, digest) in zip(todo, digests, strict=True):
         now_status = current.get(client_id)
         if now_status != result.before:
             raise backups.failed(
@@ -298,7 +302,7 @@ def _check_unchanged(
                 again=True,
             )
         kept = backups.files[client_id]
-        if content_digest(session, client_id) != kept.content:
+        if digest != kept.content:
             raise backups.failed(
                 f"Client {client_id}'s records changed after its backup {kept.path} was written.",
                 again=True,

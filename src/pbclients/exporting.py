@@ -8,6 +8,7 @@ name, never a path).
 
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from sqlalchemy import Engine
 from pbclients import audit
 from pbclients.backup.archive import audit_name
 from pbclients.backup.keys import practice_keyring
-from pbclients.backup.writer import kept_note, prepare_folder, write_verified_backup
+from pbclients.backup.writer import kept_note, prepare_folder, write_verified_backups
 from pbclients.db import reading, writing
 from pbclients.errors import BackupFailed
 from pbclients.operation import Action, Batch, Change, Plan, ProgressCallback
@@ -71,11 +72,11 @@ def apply(
 ) -> Batch[ExportDetail]:
     """Write and verify a backup of every planned client, then record them in one transaction.
 
-    One client at a time, so memory does not grow with the selection; each
-    backup is checked against the database as it is then. Raises BackupFailed
-    (exit 4) on the first backup that fails; those already written are kept. With a
-    backup key (`pbclients.backup.keys`) each is encrypted; an unusable key is exit 4
-    before any backup is written.
+    One client at a time (their rows read a group at a time), so memory does not grow
+    with the selection; each backup is checked against the database as it is then.
+    Raises BackupFailed (exit 4) on the first backup that fails; those already written
+    are kept. With a backup key (`pbclients.backup.keys`) each is encrypted; an unusable
+    key is exit 4 before any backup is written.
     """
     keyring = practice_keyring(engine)
     folder = prepare_folder(plan.detail.folder)
@@ -84,28 +85,37 @@ def apply(
     results: list[ChangeResult] = []
     written: list[Path] = []  # the first few, to name them in a message
     exported = 0
-    for result in plan.results:
-        if result.outcome is not Outcome.PLANNED or result.client_id is None:
-            results.append(result)
-            continue
-        try:
-            backup = write_verified_backup(engine, result.client_id, folder, change.at, keyring)
-        except BackupFailed as error:
-            raise BackupFailed(
-                f"{str(error).rstrip('.')}{kept_note(written, exported)}; "
-                "fix that and run export again."
-            ) from None
-        exported += 1
-        if len(written) < 4:
-            written.append(backup.path)
-        results.append(
-            ChangeResult(
-                result.reference, result.client_id, result.email, result.before, result.after,
-                Outcome.EXPORTED, backup=str(backup.path), sha256=backup.sha256,
-            )
-        )  # fmt: skip
-        if on_progress:
-            on_progress(exported, todo)
+    with closing(
+        write_verified_backups(
+            engine,
+            [r.client_id for r in plan.results if r.outcome is Outcome.PLANNED and r.client_id],
+            folder,
+            change.at,
+            keyring,
+        )
+    ) as backups:
+        for result in plan.results:
+            if result.outcome is not Outcome.PLANNED or result.client_id is None:
+                results.append(result)
+                continue
+            try:
+                backup = next(backups)
+            except BackupFailed as error:
+                raise BackupFailed(
+                    f"{str(error).rstrip('.')}{kept_note(written, exported)}; "
+                    "fix that and run export again."
+                ) from None
+            exported += 1
+            if len(written) < 4:
+                written.append(backup.path)
+            results.append(
+                ChangeResult(
+                    result.reference, result.client_id, result.email, result.before, result.after,
+                    Outcome.EXPORTED, backup=str(backup.path), sha256=backup.sha256,
+                )
+            )  # fmt: skip
+            if on_progress:
+                on_progress(exported, todo)
     if not exported:
         return Batch(plan.action, results, detail)
     batch_id = audit.new_batch_id()

@@ -7,9 +7,16 @@ times the real CLI as a subprocess for the first 1,000 clients and for all of th
 
 reporting clients/s, MB/s of backup written and the child's peak RSS (which should
 be about the same for 1,000 and 10,000 clients: one client at a time). Next to it, in
-the same run, a raw baseline as its own process doing comparable work: per client,
-a query per record table (plus profile and audit events), one deflated ZIP with JSON
-members and the document files, fsync, then read every member back and hash it.
+the same run, a raw baseline as its own process doing the same work (`write_backups`,
+also the first half of `bench_delete.py`'s baseline): per client a query per table
+(profile, each record kind, programs, audit events), the same members as the tool's
+backup (format 2: JSON records, document files, `fhir/<Type>.ndjson` mapped by
+pbclients' own pure `pbclients.fhir.mapping`, and a manifest with each member's SHA-256
+and size), deflated, the file and its folder fsynced, then read back: every member
+hashed and compared, every JSON line parsed, record counts compared with the manifest and
+with a fresh count from the database, and the whole file hashed again. The first
+client's backups of both sides must hold the same members byte for byte (all but the
+audit events and the manifest: the baseline also sees the tool's export events).
 
     python tests/perf/bench_export.py                      # 10,000 demo clients
     python tests/perf/bench_export.py --clients 2000 --small 200
@@ -22,21 +29,28 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import sys
 import tempfile
 import time
 import zipfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import _bench as b
 
-TABLES = (
-    "enrolment", "appointment", "journal_entry", "protocol", "session_note", "message",
-    "form_request", "document", "payment_method", "payment_plan", "notification",
-)  # fmt: skip
+# Record kind (the member's name) -> table, in the tool's order (`models.RECORD_MODELS`).
+KINDS = {
+    "enrolments": "enrolment", "appointments": "appointment", "journal_entries": "journal_entry",
+    "protocols": "protocol", "session_notes": "session_note", "messages": "message",
+    "forms": "form_request", "documents": "document", "payment_methods": "payment_method",
+    "payment_plans": "payment_plan", "notifications": "notification",
+}  # fmt: skip
+TABLES = tuple(KINDS.values())
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,7 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 class _Raw:
-    """The same few statements on sqlite3 or psycopg."""
+    """The same few statements on sqlite3 or psycopg; rows as the tool encodes them (times as
+    ISO-8601 UTC with a Z, booleans as booleans), so both write the same members."""
 
     def __init__(self, db: str) -> None:
         self.pg = db.startswith("postgresql")
@@ -64,6 +79,9 @@ class _Raw:
             self.con: Any = psycopg.connect(db, autocommit=True)
         else:
             self.con = sqlite3.connect(db)
+        self._types: dict[str, dict[str, str]] = {}
+        _names, rows = self.rows("SELECT version_num FROM alembic_version")
+        self.schema_version = ",".join(sorted(row[0] for row in rows)) or None
 
     def rows(self, sql: str, *params: Any) -> tuple[list[str], list[tuple[Any, ...]]]:
         cur = self.con.cursor()
@@ -71,56 +89,217 @@ class _Raw:
         names = [d[0] for d in cur.description]
         return names, cur.fetchall()
 
+    def records(self, table: str, sql: str, *params: Any) -> list[dict[str, Any]]:
+        names, rows = self.rows(sql, *params)
+        if self.pg:
+            return [
+                {
+                    n: _iso(v) if isinstance(v, datetime) else v
+                    for n, v in zip(names, row, strict=True)
+                }
+                for row in rows
+            ]
+        if table not in self._types:
+            _names, info = self.rows(f"PRAGMA table_info({table})")
+            self._types[table] = {column[1]: column[2] for column in info}
+        types = self._types[table]
+        out = []
+        for row in rows:
+            record = {}
+            for name, value in zip(names, row, strict=True):
+                kind = types.get(name)
+                if value is not None and kind == "DATETIME":
+                    value = _iso(datetime.fromisoformat(value))
+                elif value is not None and kind == "BOOLEAN":
+                    value = bool(value)
+                record[name] = value
+            out.append(record)
+        return out
 
-def _jsonable(value: Any) -> Any:
-    return value.isoformat() if hasattr(value, "isoformat") else value
+
+def _iso(moment: datetime) -> str:
+    utc = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return utc.isoformat().replace("+00:00", "Z")
+
+
+def _line(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, ensure_ascii=False, sort_keys=True).encode() + b"\n"
+
+
+class _HashingSink:
+    """Write-only: zipfile streams the archive through it, hashed on the way (as the tool)."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.raw.write(data)
+        self.digest.update(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+
+def _fsync_dir(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _members(raw: _Raw, client_id: int, now: datetime) -> dict[str, bytes]:
+    """One client's backup members, the manifest last, as the tool's archive holds them."""
+    from pbclients import __version__
+    from pbclients.fhir import FHIR_VERSION, bulk, mapping
+
+    members: dict[str, bytes] = {}
+    [client] = raw.records("client", "SELECT * FROM client WHERE id = ?", client_id)
+    members["client.json"] = json.dumps(
+        client, ensure_ascii=False, sort_keys=True, indent=1
+    ).encode()
+    records: dict[str, list[dict[str, Any]]] = {}
+    files: dict[int, mapping.FileReference] = {}
+    for kind, table in KINDS.items():
+        records[kind] = raw.records(
+            table, f"SELECT * FROM {table} WHERE client_id = ? ORDER BY id", client_id
+        )
+        lines = []
+        for record in records[kind]:
+            content = record.pop("content", None)
+            if content is not None:
+                data = bytes(content)
+                base = _UNSAFE.sub("_", str(record["filename"])).strip("._") or "file"
+                member = f"documents/{record['id']}-{base[:100]}"
+                members[member] = data
+                files[record["id"]] = mapping.FileReference(
+                    f"../{member}", len(data), hashlib.sha1(data).digest()
+                )
+                line = _line(
+                    {**record, "content_member": member,
+                     "content_sha256": hashlib.sha256(data).hexdigest()}
+                )  # fmt: skip
+            else:
+                line = _line(record)
+            lines.append(line)
+        members[f"records/{kind}.jsonl"] = b"".join(lines)
+    programs = raw.records(
+        "program",
+        "SELECT * FROM program WHERE id IN (SELECT program_id FROM enrolment WHERE client_id = ?)"
+        " ORDER BY id",
+        client_id,
+    )
+    members["programs.json"] = json.dumps(
+        programs, ensure_ascii=False, sort_keys=True, indent=1
+    ).encode()
+    events = raw.records(
+        "audit_event", "SELECT * FROM audit_event WHERE client_id = ? ORDER BY id", client_id
+    )
+    members["audit_events.jsonl"] = b"".join(_line(event) for event in events)
+    counts = {kind: len(rows) for kind, rows in records.items()}
+    counts["audit_events"] = len(events)
+    context = mapping.ClientContext(str(client["status"]), now, {int(p["id"]): p for p in programs})
+    fhir: dict[str, int] = {}
+    lines_of: dict[str, list[bytes]] = {}
+    for resource in mapping.client_resources(
+        client, records, context, lambda row: files[int(row["id"])]
+    ):
+        lines_of.setdefault(resource["resourceType"], []).append(bulk.ndjson_line(resource))
+    for resource_type, lines in lines_of.items():
+        members[f"fhir/{resource_type}.ndjson"] = b"".join(lines)
+        fhir[resource_type] = len(lines)
+    members["manifest.json"] = json.dumps(
+        {
+            "format": "pbclients-backup", "format_version": 2, "pbclients_version": __version__,
+            "schema_version": raw.schema_version, "client_id": client_id,
+            "created_at": b.iso(now), "counts": counts,
+            "fhir": {"version": FHIR_VERSION, "counts": fhir},
+            "members": {n: hashlib.sha256(d).hexdigest() for n, d in sorted(members.items())},
+            "sizes": {n: len(d) for n, d in sorted(members.items())},
+        },
+        ensure_ascii=False, sort_keys=True, indent=1,
+    ).encode()  # fmt: skip
+    return members
+
+
+_COUNTS = " UNION ALL ".join(
+    f"SELECT '{kind}', count(*) FROM {table} WHERE client_id = ?"
+    for kind, table in (*KINDS.items(), ("audit_events", "audit_event"))
+)
+
+
+def _verify(raw: _Raw, client_id: int, path: Path, sha256: str) -> None:
+    """Read the backup back as the tool does: every member against the manifest, every JSON
+    line parsed, counts against the manifest and the database, the file's SHA-256."""
+    with open(path, "rb") as handle:
+        digest = hashlib.sha256()
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+        assert digest.hexdigest() == sha256, path
+        with zipfile.ZipFile(handle) as archive:
+            manifest = json.loads(archive.read("manifest.json"))
+            for name, expected in manifest["members"].items():
+                data = archive.read(name)
+                assert hashlib.sha256(data).hexdigest() == expected, (path, name)
+                if name.endswith(".jsonl"):
+                    lines = [json.loads(line) for line in data.splitlines()]
+                    kind = name.removeprefix("records/").removesuffix(".jsonl")
+                    assert len(lines) == manifest["counts"][kind], (path, name)
+                elif name.endswith(".json"):
+                    json.loads(data)
+                elif name.startswith("fhir/"):
+                    assert all(line.startswith(b'{"resourceType":') for line in data.splitlines())
+    _names, rows = raw.rows(_COUNTS, *([client_id] * (len(KINDS) + 1)))
+    assert dict(rows) == manifest["counts"], (path, dict(rows), manifest["counts"])
+
+
+def write_backups(
+    raw: _Raw, ids: list[int], folder: Path, now: datetime
+) -> dict[int, tuple[str, str]]:
+    """Each client's backup written, fsynced (file, folder) and verified: id -> (path, sha256)."""
+    written: dict[int, tuple[str, str]] = {}
+    for client_id in ids:
+        members = _members(raw, client_id, now)
+        path = folder / f"client-{client_id:06d}-{now.strftime('%Y%m%dT%H%M%SZ')}.pbbackup.zip"
+        with open(path, "xb") as handle:
+            sink = _HashingSink(handle)
+            with zipfile.ZipFile(sink, "w", zipfile.ZIP_DEFLATED) as archive:  # type: ignore[call-overload]
+                for name, data in members.items():
+                    archive.writestr(name, data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        _fsync_dir(folder)
+        sha256 = sink.digest.hexdigest()
+        _verify(raw, client_id, path, sha256)
+        written[client_id] = (str(path), sha256)
+    return written
 
 
 def baseline(db: str, ids_path: str, folder: str) -> None:
     raw = _Raw(db)
     ids = [int(line) for line in Path(ids_path).read_text().split()]
-    out = Path(folder)
-    for client_id in ids:
-        members: dict[str, bytes] = {}
-        names, rows = raw.rows("SELECT * FROM client WHERE id = ?", client_id)
-        members["client.json"] = json.dumps(
-            {n: _jsonable(v) for n, v in zip(names, rows[0], strict=True)}, sort_keys=True
-        ).encode()
-        for table in TABLES:
-            names, rows = raw.rows(
-                f"SELECT * FROM {table} WHERE client_id = ? ORDER BY id", client_id
-            )
-            lines = []
-            for row in rows:
-                record = dict(zip(names, row, strict=True))
-                content = record.pop("content", None)
-                if content is not None:
-                    members[f"documents/{record['id']}-{record['filename']}"] = bytes(content)
-                lines.append(json.dumps({n: _jsonable(v) for n, v in record.items()}) + "\n")
-            members[f"records/{table}.jsonl"] = "".join(lines).encode()
-        names, rows = raw.rows(
-            "SELECT * FROM audit_event WHERE client_id = ? ORDER BY id", client_id
-        )
-        members["audit_events.jsonl"] = "".join(
-            json.dumps({n: _jsonable(v) for n, v in zip(names, row, strict=True)}) + "\n"
-            for row in rows
-        ).encode()
-        members["manifest.json"] = json.dumps(
-            {name: hashlib.sha256(data).hexdigest() for name, data in members.items()}
-        ).encode()
-        path = out / f"client-{client_id:06d}.zip"
-        with open(path, "wb") as handle:
-            with zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
-                for name, data in members.items():
-                    archive.writestr(name, data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
-                hashlib.sha256(archive.read(info)).hexdigest()
+    write_backups(raw, ids, Path(folder), b.NOW)
 
 
 # --- the run --------------------------------------------------------------------------------
+
+
+def _same_work_members(path: Path) -> dict[str, bytes]:
+    """A backup's members that both sides must write byte for byte: all but the audit
+    events and the manifest (the baseline runs after the tool's export events)."""
+    with zipfile.ZipFile(path) as archive:
+        return {
+            name: archive.read(name)
+            for name in archive.namelist()
+            if name not in ("audit_events.jsonl", "manifest.json")
+        }
+
+
+def _differing(written: dict[str, dict[str, bytes]]) -> str:
+    tool, base = written["tool"], written["base"]
+    return ", ".join(sorted(n for n in tool.keys() | base.keys() if tool.get(n) != base.get(n)))
 
 
 def folder_mb(folder: Path) -> float:
@@ -161,6 +340,7 @@ def measure(
             id_file = work / f"ids-{count}.txt"
             id_file.write_text("\n".join(ids[:count]) + "\n")
             result = results.setdefault(count, b.Result([], []))
+            written: dict[str, dict[str, bytes]] = {}
             for label in ("tool", "base"):
                 folder = work / f"{label}-{count}"
                 folder.mkdir()
@@ -181,7 +361,10 @@ def measure(
                 (result.tool_runs if label == "tool" else result.base_runs).append(measured)
                 result.facts[f"{label}_mb_written"] = round(folder_mb(folder), 1)
                 print(f"{label} {count:,}: {measured.seconds:.2f} s ({b.load()})")
+                written[label] = _same_work_members(min(folder.iterdir()))
                 shutil.rmtree(folder)
+            if written["tool"] != written["base"]:
+                sys.exit(f"tool and baseline backups differ in {_differing(written)}")
         return results
     finally:
         if keep:

@@ -40,6 +40,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -141,22 +143,33 @@ def table_of(model: type[SQLModel]) -> Table:
 def encode_row(table: Table, row: Any) -> dict[str, Any]:
     """A row as JSON-ready values (bytes columns are left out: they become members)."""
     out: dict[str, Any] = {}
-    for column in table.columns:
-        if column.name not in row:
+    for name in _column_names(table):
+        if name not in row:
             continue
-        value = row[column.name]
+        value = row[name]
         if isinstance(value, bytes | bytearray | memoryview):
             continue
-        out[column.name] = clock.iso(value) if isinstance(value, datetime) else value
+        out[name] = clock.iso(value) if isinstance(value, datetime) else value
     return out
+
+
+@cache
+def _column_names(table: Table) -> tuple[str, ...]:
+    # Once per table: export encodes every row of every client with it.
+    return tuple(column.name for column in table.columns)
 
 
 def json_bytes(data: Any) -> bytes:
     return json.dumps(data, ensure_ascii=False, sort_keys=True, indent=1).encode()
 
 
+# What json.dumps(data, ensure_ascii=False, sort_keys=True) writes, with the encoder built
+# once: export encodes every record of every client with it.
+_LINE_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True)
+
+
 def json_line(data: Any) -> bytes:
-    return json.dumps(data, ensure_ascii=False, sort_keys=True).encode() + b"\n"
+    return _LINE_JSON.encode(data).encode() + b"\n"
 
 
 # --- names -----------------------------------------------------------------------------
@@ -250,35 +263,85 @@ class _RowProblem(Exception):
     """What is wrong with one value; the caller says where (member and line)."""
 
 
-def _value(column: Any, value: Any) -> Any:
+class _Kind(Enum):
+    """What a column holds, as `_value` checks it (worked out once per column)."""
+
+    TIME = "time"
+    BOOLEAN = "boolean"
+    INT32 = "int32"
+    INT64 = "int64"
+    TEXT = "text"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class _Column:
+    name: str
+    kind: _Kind
+    nullable: bool
+    key: bool  # a primary or foreign key: at least 1
+    required: bool  # must be given (a primary key, or not null without a default)
+    binary: bool
+
+
+@cache
+def _columns(table: Table) -> tuple[tuple[_Column, ...], frozenset[str]]:
+    """Each column as `decode_row` checks it, and the names; once per table."""
+    columns = []
+    for column in table.columns:
+        kind = column.type
+        if isinstance(kind, TypeDecorator) and not isinstance(kind, UTCDateTime):
+            kind = kind.impl_instance  # SQLModel's AutoString is text
+        if isinstance(kind, UTCDateTime):
+            what = _Kind.TIME
+        elif isinstance(kind, Boolean):
+            what = _Kind.BOOLEAN
+        elif isinstance(kind, Integer):
+            what = _Kind.INT64 if isinstance(kind, BigInteger) else _Kind.INT32
+        elif isinstance(kind, String):
+            what = _Kind.TEXT
+        else:
+            what = _Kind.OTHER
+        columns.append(
+            _Column(
+                column.name,
+                what,
+                bool(column.nullable),
+                bool(column.primary_key or column.foreign_keys),
+                bool(column.primary_key or (not column.nullable and column.default is None)),
+                isinstance(column.type, LargeBinary),
+            )
+        )
+    return tuple(columns), frozenset(table.columns.keys())
+
+
+def _value(column: _Column, value: Any) -> Any:
     """A JSON value checked against its column and converted (a datetime for a timestamp)."""
     name = column.name
-    kind = column.type
-    if isinstance(kind, TypeDecorator) and not isinstance(kind, UTCDateTime):
-        kind = kind.impl_instance  # SQLModel's AutoString is text
+    kind = column.kind
     if value is None:
         if column.nullable:
             return None
         raise _RowProblem(f"{name} is null")
-    if isinstance(kind, UTCDateTime):
+    if kind is _Kind.TIME:
         if not isinstance(value, str) or len(value) > 40:
             raise _RowProblem(f"{name} is {json_type(value)}, not a date and time")
         try:
             return clock.as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
         except (ValueError, OverflowError):
             raise _RowProblem(f"{name} {shown(value)} is not a date and time") from None
-    if isinstance(kind, Boolean):
+    if kind is _Kind.BOOLEAN:
         if not isinstance(value, bool):
             raise _RowProblem(f"{name} is {json_type(value)}, not true or false")
         return value
-    if isinstance(kind, Integer):
-        low, high = _INT64 if isinstance(kind, BigInteger) else INT32
+    if kind is _Kind.INT32 or kind is _Kind.INT64:
+        low, high = _INT64 if kind is _Kind.INT64 else INT32
         if isinstance(value, bool) or not isinstance(value, int):
             raise _RowProblem(f"{name} is {json_type(value)}, not a whole number")
-        if not low <= value <= high or ((column.primary_key or column.foreign_keys) and value < 1):
+        if not low <= value <= high or (column.key and value < 1):
             raise _RowProblem(f"{name} {value} is out of range")
         return value
-    if isinstance(kind, String):
+    if kind is _Kind.TEXT:
         if not isinstance(value, str):
             raise _RowProblem(f"{name} is {json_type(value)}, not text")
         if "\x00" in value:
@@ -306,7 +369,8 @@ def decode_row(
             f"The backup's {where} holds {json_type(data)} where a record belongs",
             "nothing was written, use another backup",
         )
-    unknown = set(data) - set(table.columns.keys())
+    columns, names = _columns(table)
+    unknown = data.keys() - names
     if unknown:
         raise BackupInvalid(
             f"The backup's {where} has columns this pbclients does not know "
@@ -315,15 +379,15 @@ def decode_row(
         )
     row: dict[str, Any] = {}
     try:
-        for column in table.columns:
+        for column in columns:
             if column.name in derived:
                 continue
-            if isinstance(column.type, LargeBinary):
+            if column.binary:
                 if column.name in data:
                     raise _RowProblem(f"{column.name} cannot be given in a record")
                 continue
             if column.name not in data:
-                if column.primary_key or (not column.nullable and column.default is None):
+                if column.required:
                     raise _RowProblem(f"{column.name} is missing")
                 continue
             row[column.name] = _value(column, data[column.name])

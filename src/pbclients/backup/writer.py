@@ -27,14 +27,26 @@ import re
 import secrets
 import tempfile
 import zipfile
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import Engine, LargeBinary, Table, func, literal, select, union_all
+from sqlalchemy import (
+    Connection,
+    Engine,
+    LargeBinary,
+    Select,
+    Table,
+    bindparam,
+    func,
+    literal,
+    select,
+    union_all,
+)
 from sqlmodel import Session
 
 from pbclients import __version__, clock, faults
@@ -58,15 +70,24 @@ from pbclients.backup.archive import (
 )
 from pbclients.backup.keys import Keyring, Opener
 from pbclients.backup.reader import verify_backup
-from pbclients.db import is_sqlite, reading
+from pbclients.db import is_sqlite, reading, translate_busy
 from pbclients.errors import BackupFailed, UnknownClient
 from pbclients.fhir import FHIR_VERSION, bulk, mapping
+from pbclients.lookup import chunks
 from pbclients.models import RECORD_MODELS, AuditEvent, Client, Enrolment, Program
 
 # What `write_backup` names a file while it writes it (see `remove_stale_temporaries`).
 _TEMPORARY = re.compile(r"^\.client-\d+-\d{8}T\d{6}Z\.pbbackup\.zip(?:\.age)?\.[0-9a-f]{8}\.tmp$")
 # The archive of an encrypted backup stays in memory up to this size before it is encrypted.
 _SPOOL_BYTES = 8 << 20
+# Clients whose rows are read together: one statement per table for each group instead of
+# one per table for each client (round trips dominated), while memory holds one group.
+_CLIENTS_PER_READ = 100
+# What `_HashingSink` gathers before it writes.
+_SINK_BYTES = 1 << 20
+# Document files read with one statement, at most (or one file, when larger).
+_FILE_BATCH_BYTES = 8 << 20
+_FILE_BYTES = "pb_file_bytes"
 
 
 @dataclass(frozen=True)
@@ -84,22 +105,29 @@ class BackupFile:
 # --- what the database holds --------------------------------------------------------------
 
 
-def record_counts(session: Session, client_id: int) -> dict[str, int]:
+def record_counts(session: Session | Connection, client_id: int) -> dict[str, int]:
     """Records per kind (and audit events) the database holds for one client.
 
-    One UNION ALL statement: export and delete call this once per client.
+    One UNION ALL statement, built once: export and delete call this once per client.
     """
+    return {
+        kind: int(number)
+        for kind, number in session.execute(_counts_statement(), {"client_id": client_id})
+    }
+
+
+@cache
+def _counts_statement() -> Any:
     tables = {kind: table_of(model) for kind, model in RECORD_MODELS.items()}
     tables[AUDIT_KIND] = table_of(AuditEvent)
-    statement = union_all(
+    return union_all(
         *(
             select(literal(kind).label("kind"), func.count().label("n"))
             .select_from(table)
-            .where(table.c.client_id == client_id)
+            .where(table.c.client_id == bindparam("client_id"))
             for kind, table in tables.items()
         )
     )
-    return {kind: int(number) for kind, number in session.execute(statement)}
 
 
 def content_digest(session: Session, client_id: int) -> str:
@@ -109,9 +137,17 @@ def content_digest(session: Session, client_id: int) -> str:
     programs, audit history) is as it was backed up: an edited record changes it
     where a record count would not.
     """
-    writer = _DigestWriter()
-    _write_members(session, client_id, writer)
-    return _digest_of(writer.members)
+    return dict(content_digests(session, [client_id]))[client_id]
+
+
+def content_digests(session: Session, client_ids: Sequence[int]) -> Iterator[tuple[int, str]]:
+    """(client id, `content_digest`) of each client in turn, read a group at a time."""
+    for group in chunks(client_ids, _CLIENTS_PER_READ):
+        rows = _Rows(session.connection(), group)
+        for client_id in group:
+            writer = _DigestWriter()
+            _write_members(rows, client_id, writer)
+            yield client_id, _digest_of(writer.members)
 
 
 def _digest_of(members: Mapping[str, str]) -> str:
@@ -195,19 +231,32 @@ def kept_note(first: list[Path], count: int) -> str:
 
 
 class _HashingSink:
-    """A write-only stream that hashes what passes through (zipfile streams into it)."""
+    """A write-only stream that hashes what passes through (zipfile streams into it).
+
+    zipfile writes each header, each piece of compressed data and each directory entry
+    on its own (about ten writes per member): they are gathered and hashed in large
+    blocks; `flush` passes on the rest (zipfile calls it as it closes the archive).
+    """
 
     def __init__(self, raw: IO[bytes]) -> None:
         self.raw = raw
         self.digest = hashlib.sha256()
+        self._pending = bytearray()
 
     def write(self, data: bytes) -> int:
-        self.raw.write(data)
-        self.digest.update(data)
+        self._pending += data
+        if len(self._pending) >= _SINK_BYTES:
+            self._pass_on()
         return len(data)
 
     def flush(self) -> None:
+        self._pass_on()
         self.raw.flush()
+
+    def _pass_on(self) -> None:
+        self.raw.write(self._pending)
+        self.digest.update(self._pending)
+        self._pending.clear()
 
 
 class _ArchiveWriter:
@@ -267,10 +316,107 @@ class _DigestWriter:
         self.members[name] = digest.hexdigest()
 
 
-def _schema_version(session: Session) -> str | None:
+def _schema_version(connection: Connection) -> str | None:
     from pbclients.schema import current_revision
 
-    return current_revision(session.connection())
+    return current_revision(connection)
+
+
+@dataclass
+class _ClientRows:
+    """One client's rows as its backup holds them; `profile` is None for no such client."""
+
+    profile: dict[str, Any] | None
+    records: dict[str, list[dict[str, Any]]]
+    programs: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+
+
+class _Rows:
+    """The rows of a group of clients, read with one statement per table (ordered by client,
+    then id, as the members list them). Document files are read as they are written, a
+    few megabytes at a time (`_FILE_BATCH_BYTES`, or one larger file alone)."""
+
+    def __init__(self, connection: Connection, client_ids: Sequence[int]) -> None:
+        self._connection = connection
+        ids = {"ids": list(client_ids)}
+        self.clients = {
+            client_id: _ClientRows(None, {kind: [] for kind in RECORD_MODELS}, [], [])
+            for client_id in client_ids
+        }
+        clients = table_of(Client)
+        for row in self._dicts(_group_query(clients, clients.c.id), ids):
+            self.clients[row["id"]].profile = row
+        sizes: dict[int, int] = {}
+        for kind, model in RECORD_MODELS.items():
+            table = table_of(model)
+            for row in self._dicts(_group_query(table, table.c.client_id), ids):
+                if kind == "documents":
+                    sizes[row["id"]] = int(row.pop(_FILE_BYTES) or 0)
+                self.clients[row["client_id"]].records[kind].append(row)
+        events = table_of(AuditEvent)
+        for row in self._dicts(_group_query(events, events.c.client_id), ids):
+            self.clients[row["client_id"]].events.append(row)
+        enrolments = table_of(Enrolment)
+        programs = table_of(Program)
+        used = select(enrolments.c.program_id).where(
+            enrolments.c.client_id.in_(bindparam("ids", expanding=True))
+        )
+        known = {
+            int(row["id"]): row
+            for row in self._dicts(select(programs).where(programs.c.id.in_(used)), ids)
+        }
+        for rows in self.clients.values():
+            chosen = sorted({int(row["program_id"]) for row in rows.records["enrolments"]})
+            rows.programs = [known[program_id] for program_id in chosen]
+        # Files are read a few megabytes at a time, in the order they are written.
+        self._files: dict[int, bytes] = {}
+        self._file_batch: dict[int, list[int]] = {}
+        batch: list[int] = []
+        batch_bytes = 0
+        for client_id in client_ids:
+            for row in self.clients[client_id].records["documents"]:
+                if batch and batch_bytes + sizes[row["id"]] > _FILE_BATCH_BYTES:
+                    batch, batch_bytes = [], 0
+                batch.append(row["id"])
+                batch_bytes += sizes[row["id"]]
+                self._file_batch[row["id"]] = batch
+
+    def _dicts(self, statement: Any, parameters: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        # Plain dicts, built with zip: several times cheaper than a RowMapping per row.
+        result = self._connection.execute(statement, parameters)
+        keys = list(result.keys())
+        return (dict(zip(keys, row, strict=False)) for row in result)
+
+    def content(self, document_id: int) -> bytes:
+        """A document's file (each is handed out once)."""
+        if document_id not in self._files:
+            batch = self._file_batch[document_id]
+            self._files = {
+                int(row[0]): bytes(row[1])
+                for row in self._connection.execute(_files_query(), {"ids": batch})
+            }
+        return self._files.pop(document_id)
+
+
+@cache
+def _files_query() -> Any:
+    table = table_of(RECORD_MODELS["documents"])
+    return select(table.c.id, table.c.content).where(
+        table.c.id.in_(bindparam("ids", expanding=True))
+    )
+
+
+def _group_query(table: Table, client_column: Any) -> Select[Any]:
+    """A table's rows of the clients bound as `ids`, in member order; file bytes are left
+    out, their size is given instead (as `_FILE_BYTES`)."""
+    columns: list[Any] = [c for c in table.columns if not _is_binary(c)]
+    columns += [func.length(c).label(_FILE_BYTES) for c in table.columns if _is_binary(c)]
+    return (
+        select(*columns)
+        .where(client_column.in_(bindparam("ids", expanding=True)))
+        .order_by(client_column, table.c.id)
+    )
 
 
 def _create_temporary(folder: Path, final_name: str) -> tuple[Path, int]:
@@ -304,10 +450,25 @@ def write_backup(
     snapshot when that session's transaction is one (see `snapshot`).
     Raises BackupFailed when the file cannot be written.
     """
-    client = session.get(Client, client_id)
-    if client is None:
+    connection = session.connection()
+    rows = _Rows(connection, [client_id])
+    if rows.clients[client_id].profile is None:
         raise UnknownClient(f"There is no client {client_id}; nothing was backed up.")
     folder = prepare_folder(folder, sweep=False)
+    return _write_file(rows, client_id, folder, now, _schema_version(connection), recipients)
+
+
+def _write_file(
+    rows: _Rows,
+    client_id: int,
+    folder: Path,
+    now: datetime,
+    schema_version: str | None,
+    recipients: list[Any] | None,
+) -> BackupFile:
+    """One backup into `folder` (prepared already) from the rows read with its group."""
+    if rows.clients[client_id].profile is None:
+        raise UnknownClient(f"There is no client {client_id}; nothing was backed up.")
     encrypted = recipients is not None
     final_name = backup_name(client_id, now, encrypted=encrypted)
     try:
@@ -321,15 +482,17 @@ def write_backup(
         with os.fdopen(descriptor, "wb") as raw:
             sink = _HashingSink(raw)
             if recipients is None:
-                counts, content = _write_archive(session, client_id, sink, now)
+                counts, content = _write_archive(rows, client_id, sink, now, schema_version)
             else:
                 with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES, dir=str(folder)) as plain:
                     # Through the same non-seekable sink: the archive's bytes are laid out
                     # exactly as a plain backup's.
-                    counts, content = _write_archive(session, client_id, _HashingSink(plain), now)
+                    counts, content = _write_archive(
+                        rows, client_id, _HashingSink(plain), now, schema_version
+                    )
                     plain.seek(0)
                     _encrypt(plain, sink, recipients, client_id, folder)
-            raw.flush()
+            sink.flush()
             os.fsync(raw.fileno())
         faults.checkpoint("backup.temp-written")
         path = _link_new(temporary, folder, client_id, now, encrypted=encrypted)
@@ -348,16 +511,17 @@ def write_backup(
 
 
 def _write_archive(
-    session: Session, client_id: int, sink: _HashingSink, now: datetime
+    rows: _Rows, client_id: int, sink: _HashingSink, now: datetime, schema_version: str | None
 ) -> tuple[dict[str, int], str]:
     """The archive streamed into `sink`: (records per kind, the content digest)."""
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as archive:  # type: ignore[call-overload]
         writer = _ArchiveWriter(archive, now)
         files: dict[int, mapping.FileReference] = {}
-        counts = _write_members(session, client_id, writer, files)
+        counts = _write_members(rows, client_id, writer, files)
         content = _digest_of(writer.members)
-        fhir = _write_fhir(session, client_id, writer, now, files)
-        _write_manifest(session, writer, client_id, now, counts, fhir)
+        fhir = _write_fhir(rows.clients[client_id], writer, now, files)
+        _write_manifest(writer, schema_version, client_id, now, counts, fhir)
+    sink.flush()
     return counts, content
 
 
@@ -376,7 +540,7 @@ def _encrypt(
 
 
 def _write_members(
-    session: Session,
+    rows: _Rows,
     client_id: int,
     writer: _ArchiveWriter | _DigestWriter,
     files: dict[int, mapping.FileReference] | None = None,
@@ -386,71 +550,39 @@ def _write_members(
     `files` (when given) receives, per document id, where its file went with its size and
     SHA-1, for the FHIR members written after these.
     """
-    client_table = table_of(Client)
-    profile = session.execute(select(client_table).where(client_table.c.id == client_id)).one()
-    writer.add(PROFILE, json_bytes(encode_row(client_table, profile._mapping)))
+    client = rows.clients[client_id]
+    assert client.profile is not None
+    writer.add(PROFILE, json_bytes(encode_row(table_of(Client), client.profile)))
 
     counts: dict[str, int] = {}
     for kind, model in RECORD_MODELS.items():
         table = table_of(model)
-        plain = [c for c in table.columns if not _is_binary(c)]
-        query = (
-            select(*plain)
-            .where(table.c.client_id == client_id)
-            .order_by(table.c.id)
-            .execution_options(yield_per=500)
-        )
+        records = client.records[kind]
         if kind == "documents":
-            # Files first (one member open at a time); their rows are small, kept till then.
+            # Files first (one member open at a time), then the rows that name them.
             lines = []
-            for row in session.execute(query):
-                data = encode_row(table, row._mapping)
-                data.update(_write_document(session, table, writer, data, files))
+            for row in records:
+                data = encode_row(table, row)
+                data.update(_write_document(rows, writer, data, files))
                 lines.append(json_line(data))
             writer.add(f"records/{kind}.jsonl", b"".join(lines))
-            counts[kind] = len(lines)
-            continue
-        number = 0
-        with writer.stream(f"records/{kind}.jsonl") as write:
-            for row in session.execute(query):
-                write(json_line(encode_row(table, row._mapping)))
-                number += 1
-        counts[kind] = number
+        else:
+            with writer.stream(f"records/{kind}.jsonl") as write:
+                write(b"".join(json_line(encode_row(table, row)) for row in records))
+        counts[kind] = len(records)
 
-    enrolments = table_of(Enrolment)
     programs = table_of(Program)
-    used = select(enrolments.c.program_id).where(enrolments.c.client_id == client_id)
-    writer.add(
-        PROGRAMS,
-        json_bytes(
-            [
-                encode_row(programs, row._mapping)
-                for row in session.execute(
-                    select(programs).where(programs.c.id.in_(used)).order_by(programs.c.id)
-                )
-            ]
-        ),
-    )
+    writer.add(PROGRAMS, json_bytes([encode_row(programs, row) for row in client.programs]))
 
     events = table_of(AuditEvent)
-    number = 0
     with writer.stream(AUDIT) as write:
-        query = (
-            select(events)
-            .where(events.c.client_id == client_id)
-            .order_by(events.c.id)
-            .execution_options(yield_per=500)
-        )
-        for row in session.execute(query):
-            write(json_line(encode_row(events, row._mapping)))
-            number += 1
-    counts[AUDIT_KIND] = number
+        write(b"".join(json_line(encode_row(events, row)) for row in client.events))
+    counts[AUDIT_KIND] = len(client.events)
     return counts
 
 
 def _write_fhir(
-    session: Session,
-    client_id: int,
+    client: _ClientRows,
     writer: _ArchiveWriter,
     now: datetime,
     files: Mapping[int, mapping.FileReference],
@@ -459,70 +591,30 @@ def _write_fhir(
     `export --format fhir` maps them; resources per type.
 
     Mapped as of the backup's own time `now` (an appointment is booked or fulfilled
-    relative to it), so the members follow from the rest of the archive alone. Records
-    are streamed kind by kind, and a document's resource refers to the member its file
-    was just written to (`files`) instead of reading the file again.
+    relative to it), so the members follow from the rest of the archive alone. A
+    document's resource refers to the member its file was just written to (`files`)
+    instead of reading the file again.
     """
-    clients = table_of(Client)
-    client = dict(
-        session.execute(select(clients).where(clients.c.id == client_id)).mappings().one()
-    )
-    enrolments = table_of(Enrolment)
-    programs = table_of(Program)
-    used = select(enrolments.c.program_id).where(enrolments.c.client_id == client_id)
+    assert client.profile is not None
     context = mapping.ClientContext(
-        client["status"],
-        now,
-        {
-            int(row["id"]): dict(row)
-            for row in session.execute(select(programs).where(programs.c.id.in_(used))).mappings()
-        },
+        client.profile["status"], now, {int(row["id"]): row for row in client.programs}
     )
     resources = mapping.client_resources(
-        client, _FhirRecords(session, client_id), context, lambda row: files[int(row["id"])]
+        client.profile, client.records, context, lambda row: files[int(row["id"])]
     )
     written: dict[str, int] = {}
     # client_resources yields type after type, so each type is one run: one member.
     for resource_type, run in itertools.groupby(resources, key=lambda r: r["resourceType"]):
-        number = 0
+        lines = [bulk.ndjson_line(resource) for resource in run]
         with writer.stream(fhir_member(resource_type)) as write:
-            for resource in run:
-                write(bulk.ndjson_line(resource))
-                number += 1
-        written[resource_type] = number
+            write(b"".join(lines))
+        written[resource_type] = len(lines)
     return written
 
 
-class _FhirRecords(Mapping[str, Iterable[Mapping[str, Any]]]):
-    """One client's rows of each kind FHIR maps, queried only when the mapping reaches that
-    kind and streamed; file bytes are left out (the archive holds them already)."""
-
-    def __init__(self, session: Session, client_id: int) -> None:
-        self._session = session
-        self._client_id = client_id
-
-    def __getitem__(self, kind: str) -> Iterable[Mapping[str, Any]]:
-        if kind not in mapping.RESOURCE_OF_KIND:
-            raise KeyError(kind)
-        table = table_of(RECORD_MODELS[kind])
-        query = (
-            select(*(c for c in table.columns if not _is_binary(c)))
-            .where(table.c.client_id == self._client_id)
-            .order_by(table.c.id)
-            .execution_options(yield_per=500)
-        )
-        return (dict(row) for row in self._session.execute(query).mappings())
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(mapping.RESOURCE_OF_KIND)
-
-    def __len__(self) -> int:
-        return len(mapping.RESOURCE_OF_KIND)
-
-
 def _write_manifest(
-    session: Session,
     writer: _ArchiveWriter,
+    schema_version: str | None,
     client_id: int,
     now: datetime,
     counts: dict[str, int],
@@ -532,7 +624,7 @@ def _write_manifest(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "pbclients_version": __version__,
-        "schema_version": _schema_version(session),
+        "schema_version": schema_version,
         "client_id": client_id,
         "created_at": clock.iso(now),
         "counts": counts,
@@ -553,15 +645,13 @@ def _is_binary(column: Any) -> bool:
 
 
 def _write_document(
-    session: Session,
-    table: Table,
+    rows: _Rows,
     writer: _ArchiveWriter | _DigestWriter,
     data: dict[str, Any],
     files: dict[int, mapping.FileReference] | None = None,
 ) -> dict[str, Any]:
-    """Store one document's bytes as its own member (one document in memory at a time)."""
-    content = session.execute(select(table.c.content).where(table.c.id == data["id"])).scalar_one()
-    content = bytes(content)
+    """Store one document's bytes as its own member."""
+    content = rows.content(int(data["id"]))
     name = member_for_document(int(data["id"]), str(data["filename"]))
     writer.add(name, content)
     if files is not None:
@@ -615,28 +705,55 @@ def write_verified_backup(
     now: datetime,
     keyring: Keyring | None = None,
 ) -> BackupFile:
-    """Write a client's backup, then read it back and check it against the database.
+    """`write_verified_backups` of one client."""
+    with closing(write_verified_backups(engine, [client_id], folder, now, keyring)) as backups:
+        return next(backups)
+
+
+def write_verified_backups(
+    engine: Engine,
+    client_ids: Sequence[int],
+    folder: Path,
+    now: datetime,
+    keyring: Keyring | None = None,
+) -> Generator[BackupFile, None, None]:
+    """Write each client's backup, then read it back and check it against the database,
+    one client after the other; yields each backup once it is verified.
 
     Every member's checksum, the whole file's SHA-256, and every record count
-    equal to what the database holds now. With a `keyring` the backup is encrypted to
-    its recipients and decrypted back to be checked (`Keyring.sealing`). Raises
-    BackupFailed (exit 4) on any failure, naming the file when one was written.
+    equal to what the database holds now (read afresh after the backup was written). The
+    rows of a group of clients are read from one snapshot (`snapshot`). With a `keyring`
+    the backup is encrypted to its recipients and decrypted back to be checked
+    (`Keyring.sealing`). Raises BackupFailed (exit 4) on the first failure, naming the
+    file when one was written; the backups yielded before it are complete and verified.
+    Close it when done (`contextlib.closing`): it holds a snapshot open while it runs.
     """
     recipients: list[Any] | None = None
     opener: Opener | None = None
     if keyring is not None:
         recipients, identities = keyring.sealing()
         opener = Opener.holding(identities, keyring.source)
-    with snapshot(engine) as session:
-        written = write_backup(session, client_id, folder, now, recipients=recipients)
-    faults.checkpoint("backup.written")
-    with reading(engine) as session:
-        counts = record_counts(session, client_id)
-    try:
-        verify_backup(
-            written.path, expected_counts=counts, expected_sha256=written.sha256, opener=opener
-        )
-    except BackupInvalid as error:
-        raise BackupFailed(f"{error.detail}.") from None
-    faults.checkpoint("backup.verified")
-    return written
+    folder = prepare_folder(folder, sweep=False)
+    with translate_busy(), engine.connect() as fresh:
+        for group in chunks(client_ids, _CLIENTS_PER_READ):
+            with snapshot(engine) as session:
+                connection = session.connection()
+                rows = _Rows(connection, group)
+                schema_version = _schema_version(connection)
+                for client_id in group:
+                    written = _write_file(rows, client_id, folder, now, schema_version, recipients)
+                    faults.checkpoint("backup.written")
+                    counts = record_counts(fresh, client_id)
+                    # The next count starts a new transaction: it sees what is committed then.
+                    fresh.rollback()
+                    try:
+                        verify_backup(
+                            written.path,
+                            expected_counts=counts,
+                            expected_sha256=written.sha256,
+                            opener=opener,
+                        )
+                    except BackupInvalid as error:
+                        raise BackupFailed(f"{error.detail}.") from None
+                    faults.checkpoint("backup.verified")
+                    yield written
