@@ -42,8 +42,11 @@ from sqlmodel import Session
 
 from pbclients.dbfile import (
     BUSY,
+    POSTGRES_SCHEMES,
     READ_ONLY,
+    is_busy,
     lock_timeout_seconds,
+    postgres_options,
     read_only_connection,
 )
 from pbclients.errors import DatabaseBusy, UsageError
@@ -58,7 +61,7 @@ def sqlalchemy_url(target: str) -> URL:
         # read as its query, fragment or an escape and so open a different file.
         return URL.create("sqlite", database=str(Path(target).expanduser().resolve()))
     scheme, rest = target.split("://", 1)
-    if scheme in ("postgres", "postgresql", "postgresql+psycopg"):
+    if scheme in POSTGRES_SCHEMES:
         try:
             import psycopg  # noqa: F401
         except ImportError:
@@ -113,10 +116,9 @@ def make_engine(target: str, *, create: bool = False) -> Engine:
         _configure_sqlite(engine)
         return engine
     if url.get_backend_name() == "postgresql":
-        timeout_ms = int(lock_timeout_seconds() * 1000)
         return create_engine(
             url,
-            connect_args={"options": f"-c lock_timeout={timeout_ms} -c TimeZone=UTC"},
+            connect_args={"options": postgres_options()},
             pool_pre_ping=True,
         )
     engine = create_engine(url)
@@ -170,10 +172,7 @@ def is_sqlite(engine_or_session: Engine | Session) -> bool:
 
 
 def _is_busy(error: DBAPIError) -> bool:
-    if isinstance(error, OperationalError) and "locked" in str(error.orig).lower():
-        return True
-    # PostgreSQL: lock_not_available (lock_timeout), and could-not-serialize.
-    return getattr(error.orig, "sqlstate", None) in ("55P03", "40001", "40P01")
+    return error.orig is not None and is_busy(error.orig)
 
 
 def _is_read_only(error: DBAPIError) -> bool:

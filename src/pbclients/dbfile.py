@@ -17,6 +17,12 @@ BUSY = (
     "The database is busy (another pbclients run or the portal holds it); "
     "nothing was changed, try again in a moment."
 )
+# The URL schemes --db takes for PostgreSQL (psycopg 3 is the driver).
+POSTGRES_SCHEMES = ("postgres", "postgresql", "postgresql+psycopg")
+
+# PostgreSQL's lock_not_available (lock_timeout), serialization_failure, deadlock_detected.
+_BUSY_STATES = ("55P03", "40001", "40P01")
+
 READ_ONLY = (
     "The database is read-only for pbclients (a read-only file, folder or server); "
     "nothing was changed, make it writable or point --db at a writable copy."
@@ -87,3 +93,16 @@ def require_writable(path: Path) -> None:
             f"Cannot use {path}: {problem}; nothing was changed, make the file and its folder "
             "writable (or copy the database somewhere writable) and try again."
         )
+
+
+def is_busy(driver_error: BaseException) -> bool:
+    """A driver's error that means another writer holds the lock (exit 5, try again)."""
+    if isinstance(driver_error, sqlite3.OperationalError):
+        return "locked" in str(driver_error).lower()
+    return getattr(driver_error, "sqlstate", None) in _BUSY_STATES
+
+
+def postgres_options() -> str:
+    """Session settings of every PostgreSQL connection: wait for locks as long as SQLite
+    does, and read times in UTC, as they are stored."""
+    return f"-c lock_timeout={int(lock_timeout_seconds() * 1000)} -c TimeZone=UTC"

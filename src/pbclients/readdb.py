@@ -28,7 +28,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
-from pbclients.dbfile import BUSY, lock_timeout_seconds, require_writable
+from pbclients.dbfile import (
+    BUSY,
+    POSTGRES_SCHEMES,
+    is_busy,
+    lock_timeout_seconds,
+    postgres_options,
+    require_writable,
+)
 from pbclients.errors import DatabaseBusy, UsageError
 from pbclients.paths import is_url, shown
 
@@ -38,9 +45,6 @@ if TYPE_CHECKING:
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
-
-# PostgreSQL's lock_not_available, serialization_failure and deadlock_detected.
-_BUSY_STATES = ("55P03", "40001", "40P01")
 
 
 @lru_cache(maxsize=256)
@@ -116,8 +120,7 @@ class Reader:
 
 def _raise_busy(error: Exception) -> None:
     """A lock held by a writer past the lock timeout is exit 5, as for every command."""
-    locked = isinstance(error, sqlite3.OperationalError) and "locked" in str(error).lower()
-    if locked or getattr(error, "sqlstate", None) in _BUSY_STATES:
+    if is_busy(error):
         raise DatabaseBusy(BUSY) from error
 
 
@@ -174,7 +177,7 @@ def open_database(target: str) -> Database:
         require_writable(path)
         return Database(SQLITE, path=path)
     scheme, rest = target.split("://", 1)
-    if scheme not in ("postgres", "postgresql", "postgresql+psycopg"):
+    if scheme not in POSTGRES_SCHEMES:
         return Database(SQLITE, engine=schema.open_practice(target))
     conninfo = f"postgresql://{rest}"
     connection = _connect_postgres(conninfo)
@@ -194,11 +197,8 @@ def _connect_postgres(conninfo: str | None) -> Any:
         raise UsageError(
             "PostgreSQL needs the driver: install it with pip install 'pbclients[postgres]'."
         ) from None
-    timeout_ms = int(lock_timeout_seconds() * 1000)
     try:
-        return psycopg.connect(
-            conninfo or "", options=f"-c lock_timeout={timeout_ms} -c TimeZone=UTC"
-        )
+        return psycopg.connect(conninfo or "", options=postgres_options())
     except psycopg.Error as error:
         problem = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UsageError(

@@ -184,23 +184,7 @@ def measure(
             prepared.prepared = "pbbench_delete_prep"
             prepared.databases.append(prepared.prepared)
             db = b.pg_create(url, prepared.prepared)
-        b.check(
-            b.run_measured(b.pbclients("--db", db, "demo", "--clients", str(clients)), env=env),
-            "pbclients demo",
-        )
-        listed = work / "ids.txt"
-        with listed.open("wb") as handle:
-            b.check(
-                b.run_measured(
-                    b.pbclients("--db", db, "list", "--format", "ids"), env=env, stdout=handle
-                ),
-                "pbclients list",
-            )
-        ids = listed.read_text().split()
-        print(
-            f"demo practice of {clients:,} clients ({len(ids):,} listed) in "
-            f"{time.perf_counter() - started:.1f} s"
-        )
+        ids = bench_export.demo_ids(db, clients, work, env, started)
         results: dict[int, b.Result] = {}
         for count in sizes:
             count = min(count, len(ids))

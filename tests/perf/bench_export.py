@@ -306,6 +306,28 @@ def folder_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.iterdir()) / 1e6
 
 
+def demo_ids(db: str, clients: int, work: Path, env: dict[str, str], started: float) -> list[str]:
+    """Fill `db` with `pbclients demo --clients N` and return its client IDs, as listed."""
+    b.check(
+        b.run_measured(b.pbclients("--db", db, "demo", "--clients", str(clients)), env=env),
+        "pbclients demo",
+    )
+    listed = work / "ids.txt"
+    with listed.open("wb") as handle:
+        b.check(
+            b.run_measured(
+                b.pbclients("--db", db, "list", "--format", "ids"), env=env, stdout=handle
+            ),
+            "pbclients list",
+        )
+    ids = listed.read_text().split()
+    print(
+        f"demo practice of {clients:,} clients ({len(ids):,} listed) in "
+        f"{time.perf_counter() - started:.1f} s"
+    )
+    return ids
+
+
 def measure(
     engine: str, url: str, clients: int, sizes: tuple[int, ...], *, keep: bool = False
 ) -> dict[int, b.Result]:
@@ -317,23 +339,7 @@ def measure(
     try:
         started = time.perf_counter()
         db = str(work / "demo.db") if engine == "sqlite" else b.pg_create(url, pg_name)
-        b.check(
-            b.run_measured(b.pbclients("--db", db, "demo", "--clients", str(clients)), env=env),
-            "pbclients demo",
-        )
-        listed = work / "ids.txt"
-        with listed.open("wb") as handle:
-            b.check(
-                b.run_measured(
-                    b.pbclients("--db", db, "list", "--format", "ids"), env=env, stdout=handle
-                ),
-                "pbclients list",
-            )
-        ids = listed.read_text().split()
-        print(
-            f"demo practice of {clients:,} clients ({len(ids):,} listed) in "
-            f"{time.perf_counter() - started:.1f} s"
-        )
+        ids = demo_ids(db, clients, work, env, started)
         results: dict[int, b.Result] = {}
         for count in sizes:
             count = min(count, len(ids))
