@@ -91,7 +91,8 @@ def test_importtime_of_help_shows_no_database_library():
     assert not [name for name in imported if name.split(".")[0] in HEAVY]
 
 
-def _modules_after(args: list[str]) -> set[str]:
+def _loaded_modules(args: list[str]) -> set[str]:
+    """Every module `pbclients ARGS` has imported when it ends."""
     run = subprocess.run(
         [sys.executable, "-c", _MODULES_AFTER, json.dumps(args)],
         capture_output=True,
@@ -99,7 +100,12 @@ def _modules_after(args: list[str]) -> set[str]:
         check=True,
     )
     line = next(x for x in run.stderr.decode().splitlines() if x.startswith("MODULES "))
-    return {name.split(".")[0] for name in json.loads(line.removeprefix("MODULES "))}
+    return set(json.loads(line.removeprefix("MODULES ")))
+
+
+def _modules_after(args: list[str]) -> set[str]:
+    """The packages `pbclients ARGS` has imported when it ends."""
+    return {name.split(".")[0] for name in _loaded_modules(args)}
 
 
 # The read commands answer through the bare driver (pbclients.readdb): importing the ORM
@@ -128,7 +134,7 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_read_commands_import_no_orm(args, demo_db):
     loaded = _modules_after(["--db", str(demo_db), *args])
     assert "pbclients" in loaded
-    assert not loaded & {"sqlalchemy", "sqlmodel", "alembic"}, sorted(loaded)
+    assert not loaded & {"sqlalchemy", "sqlmodel", "alembic", "pydantic"}, sorted(loaded)
 
 
 def test_a_changing_command_does_import_the_database_layer(tmp_path):
@@ -202,12 +208,72 @@ def test_only_browse_imports_textual(tmp_path):
     db = tmp_path / "p.db"
     assert pbclients("--db", str(db), "init").returncode == 0
     for args in (["--help"], ["browse", "--help"], ["--db", str(db), "list"]):
-        run = subprocess.run(
-            [sys.executable, "-c", _MODULES_AFTER, json.dumps(args)],
-            capture_output=True,
-            env=subprocess_env(),
-            check=True,
-        )
-        line = next(x for x in run.stderr.decode().splitlines() if x.startswith("MODULES "))
-        loaded = {name.split(".")[0] for name in json.loads(line.removeprefix("MODULES "))}
-        assert "textual" not in loaded, args
+        assert "textual" not in _modules_after(args), args
+
+
+# --- one command built per process -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "command"),
+    [
+        (["list", "--limit", "5"], "list"),
+        (["--db", "p.db", "--actor", "ann", "--debug", "show", "1"], "show"),
+        (["--db=p.db", "--actor=ann", "audit", "verify"], "audit"),
+        # The value of --db may be a command's name: it is not the command.
+        (["--db", "list", "plan"], "plan"),
+        (["run-due", "--help"], "run-due"),
+        ([], None),
+        (["--help"], None),
+        (["--version"], None),
+        (["--show-completion", "bash"], None),
+        (["--db"], None),
+        (["lst"], None),
+        (["--db", "p.db", "nosuchcommand", "list"], None),
+    ],
+)
+def test_invoked_command_is_named_only_when_certain(args, command):
+    from pbclients.cli.app import invoked_command
+
+    assert invoked_command(args) == command
+
+
+def _command_lines() -> list[list[str]]:
+    """Every command and sub-command of the whole app, as the words that name it."""
+    import typer.main
+
+    from pbclients.cli.app import whole_app
+
+    root = typer.main.get_group(whole_app())
+    lines = []
+    for name, command in root.commands.items():
+        lines.append([name])
+        lines += [[name, sub] for sub in getattr(command, "commands", {})]
+    return lines
+
+
+@pytest.mark.parametrize("words", _command_lines(), ids=" ".join)
+def test_a_command_built_alone_is_the_same_command(words, tmp_path):
+    """What a process builds for one command (`build_app`) parses, helps and fails exactly
+    as that command does within the whole app."""
+    from typer.testing import CliRunner
+
+    from pbclients.cli.app import build_app, whole_app
+
+    alone = build_app([words[0]])
+    for args in ([*words, "--help"], [*words, "--no-such-option"]):
+        whole = CliRunner().invoke(whole_app(), args, env={"COLUMNS": "100"})
+        single = CliRunner().invoke(alone, args, env={"COLUMNS": "100"})
+        assert (single.exit_code, single.stdout, single.stderr) == (
+            whole.exit_code,
+            whole.stdout,
+            whole.stderr,
+        ), args
+    assert whole.exit_code == 2
+
+
+def test_a_command_imports_no_other_command(demo_db):
+    loaded = _loaded_modules(["--db", str(demo_db), "list", "--limit", "5"])
+    assert "pbclients.cli.roster" in loaded
+    others = {"access", "backups", "editing", "maintenance", "store", "timing", "hold"}
+    assert not loaded & {f"pbclients.cli.{module}" for module in others}

@@ -2,35 +2,61 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
+from collections.abc import Iterable
+from functools import cache
 from typing import Annotated
 
 import typer
 
 from pbclients import __version__
-from pbclients.cli import access, admin, backups, editing, maintenance, roster, timing
-from pbclients.cli.browse import browse
 from pbclients.cli.common import AppState
-from pbclients.cli.database import db_app
-from pbclients.cli.hold import hold
-from pbclients.cli.store import backups_app
 
-app = typer.Typer(
-    name="pbclients",
-    help=(
-        "Manage a practice's client roster: who may use the client portal, who is "
-        "paused (deactivated), who is deleted and when their data is purged."
-    ),
-    epilog=(
-        "Exit codes: 0 done, 1 declined or unexpected error, 2 usage, 3 bad input, "
-        "4 backup failed, 5 busy, 6 plan limit, 7 more changes than --max-changes; "
-        "for 2 to 7 nothing was changed."
-    ),
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+ROSTER = "Roster"
+ACCESS = "Portal access"
+DATA = "Deletion and backups"
+ADMIN = "Practice"
+TIME = "Schedules and automation"
+
+# Every command: the module of `pbclients.cli` and the function (or Typer sub-app) behind
+# it, and its panel in --help. Within a panel --help lists commands, then sub-apps, each in
+# this order. A process imports and builds only the command it runs (`invoked_command`):
+# building all of them would cost every command the start-up of all the others.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "init": ("roster", "init", ROSTER),
+    "demo": ("roster", "demo", ROSTER),
+    "add": ("roster", "add", ROSTER),
+    "import": ("roster", "import_clients", ROSTER),
+    "list": ("roster", "list_clients", ROSTER),
+    "show": ("roster", "show", ROSTER),
+    "browse": ("browse", "browse", ROSTER),
+    "edit": ("editing", "edit", ROSTER),
+    "enrol": ("editing", "enrol", ROSTER),
+    "unenrol": ("editing", "unenrol", ROSTER),
+    "deactivate": ("access", "deactivate", ACCESS),
+    "activate": ("access", "activate", ACCESS),
+    "undo": ("maintenance", "undo", ACCESS),
+    "export": ("backups", "export", DATA),
+    "delete": ("backups", "delete", DATA),
+    "restore": ("backups", "restore", DATA),
+    "purge": ("maintenance", "purge", DATA),
+    "hold": ("hold", "hold", DATA),
+    "backups": ("store", "backups_app", DATA),
+    "schedule": ("timing", "schedule_app", TIME),
+    "policy": ("timing", "policy_app", TIME),
+    "run-due": ("timing", "run_due", TIME),
+    "due": ("timing", "due", TIME),
+    "plan": ("admin", "plan", ADMIN),
+    "audit": ("admin", "audit_app", ADMIN),
+    "paths": ("admin", "paths", ADMIN),
+    "db": ("database", "db_app", ADMIN),
+}
+
+# The global options, to find the command's name after them.
+_OPTIONS_WITH_VALUE = ("--db", "--actor")
+_FLAGS = ("--debug",)
 
 
 def _version(value: bool) -> None:
@@ -39,7 +65,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def main_options(
     ctx: typer.Context,
     db: Annotated[
@@ -77,45 +102,69 @@ def main_options(
     ctx.obj = AppState(db_option=db, actor_option=actor, debug=debug)
 
 
-ROSTER = "Roster"
-ACCESS = "Portal access"
-DATA = "Deletion and backups"
-ADMIN = "Practice"
-TIME = "Schedules and automation"
+def build_app(names: Iterable[str]) -> typer.Typer:
+    """The `pbclients` command with its global options and the named `COMMANDS`."""
+    app = typer.Typer(
+        name="pbclients",
+        help=(
+            "Manage a practice's client roster: who may use the client portal, who is "
+            "paused (deactivated), who is deleted and when their data is purged."
+        ),
+        epilog=(
+            "Exit codes: 0 done, 1 declined or unexpected error, 2 usage, 3 bad input, "
+            "4 backup failed, 5 busy, 6 plan limit, 7 more changes than --max-changes; "
+            "for 2 to 7 nothing was changed."
+        ),
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    app.callback()(main_options)
+    for name in names:
+        module, attribute, panel = COMMANDS[name]
+        target = getattr(importlib.import_module(f"pbclients.cli.{module}"), attribute)
+        if isinstance(target, typer.Typer):
+            app.add_typer(target, name=name, rich_help_panel=panel)
+        else:
+            app.command(name, rich_help_panel=panel)(target)
+    return app
 
-app.command(rich_help_panel=ROSTER)(roster.init)
-app.command(rich_help_panel=ROSTER)(roster.demo)
-app.command(rich_help_panel=ROSTER)(roster.add)
-app.command("import", rich_help_panel=ROSTER)(roster.import_clients)
-app.command("list", rich_help_panel=ROSTER)(roster.list_clients)
-app.command(rich_help_panel=ROSTER)(roster.show)
-app.command(rich_help_panel=ROSTER)(browse)
-app.command(rich_help_panel=ROSTER)(editing.edit)
-app.command(rich_help_panel=ROSTER)(editing.enrol)
-app.command(rich_help_panel=ROSTER)(editing.unenrol)
-app.command(rich_help_panel=ACCESS)(access.deactivate)
-app.command(rich_help_panel=ACCESS)(access.activate)
-app.command(rich_help_panel=ACCESS)(maintenance.undo)
-app.command(rich_help_panel=DATA)(backups.export)
-app.command(rich_help_panel=DATA)(backups.delete)
-app.command(rich_help_panel=DATA)(backups.restore)
-app.command(rich_help_panel=DATA)(maintenance.purge)
-app.command(rich_help_panel=DATA)(hold)
-app.add_typer(backups_app, name="backups", rich_help_panel=DATA)
-app.add_typer(timing.schedule_app, name="schedule", rich_help_panel=TIME)
-app.add_typer(timing.policy_app, name="policy", rich_help_panel=TIME)
-app.command("run-due", rich_help_panel=TIME)(timing.run_due)
-app.command(rich_help_panel=TIME)(timing.due)
-app.command(rich_help_panel=ADMIN)(admin.plan)
-app.add_typer(admin.audit_app, name="audit", rich_help_panel=ADMIN)
-app.command(rich_help_panel=ADMIN)(admin.paths)
-app.add_typer(db_app, name="db", rich_help_panel=ADMIN)
+
+@cache
+def whole_app() -> typer.Typer:
+    """Every command: for --help, completion, a mistyped command, and tests."""
+    return build_app(COMMANDS)
+
+
+def invoked_command(args: list[str]) -> str | None:
+    """The command these arguments run, when it is certain; else None (--help, --version,
+    no command, an unknown one or an option this cannot place)."""
+    waiting_for_value = False
+    for arg in args:
+        if waiting_for_value:
+            waiting_for_value = False
+        elif arg in _OPTIONS_WITH_VALUE:
+            waiting_for_value = True
+        elif arg in _FLAGS or arg.startswith(tuple(f"{o}=" for o in _OPTIONS_WITH_VALUE)):
+            continue
+        else:
+            return arg if arg in COMMANDS else None
+    return None
+
+
+def __getattr__(name: str) -> typer.Typer:
+    # `app` is the whole command, built on first use (tests, documentation tools).
+    if name == "app":
+        return whole_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
     # Everything this process creates (database, backups, logs) holds client data.
     os.umask(0o077)
     _refuse_undecodable_arguments()
+    command = invoked_command(sys.argv[1:])
+    app = whole_app() if command is None else build_app([command])
     try:
         app()
     finally:
