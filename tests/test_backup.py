@@ -315,3 +315,19 @@ def test_verify_refuses_a_newer_format(cli, practice, tmp_path):
 def test_verify_with_clients_is_a_usage_error(cli, practice, tmp_path):
     result = cli("export", "1", "--verify", str(tmp_path / "x.zip"))
     assert result.exit_code == 2
+
+
+def test_backups_written_but_not_yet_handed_out_are_removed_when_the_caller_stops(
+    engine, practice, tmp_path
+):
+    """A group's backups are written, then counted and verified one by one: those the
+    caller never received (it stopped after the first) are not left behind."""
+    from contextlib import closing
+
+    from pbclients.backup.writer import write_verified_backups
+
+    with closing(write_verified_backups(engine, [1, 2, 3], tmp_path, NOW)) as backups:
+        first = next(backups)
+        assert len(backup_files(tmp_path)) == 3
+    assert backup_files(tmp_path) == [first.path]
+    assert verify_backup(first.path).client_id == 1

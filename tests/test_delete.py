@@ -522,4 +522,12 @@ def test_records_added_meanwhile_fail_with_exit_4(db_target, practice, engine, t
     assert process.returncode == 4, err
     assert "no client was deleted" in err
     assert set(statuses(engine).values()) == {"active"}
+    if step == "backup.written":
+        # Client 1's backup is named as stale; client 2's, written after it but never
+        # verified nor reported, is not left behind.
+        [kept] = backup_files(folder)
+        assert kept.name.startswith("client-000001-")
+        assert f"Backup {kept} holds" in " ".join(err.split())
+    else:
+        assert len(backup_files(folder)) == 2
     assert_safe(engine, db_target)

@@ -4,10 +4,10 @@ The file is written under a temporary name in the target folder, fsynced,
 hard-linked to its final name (which never replaces an existing file) and the
 folder fsynced, so a crash leaves either no backup or a complete one. It is
 then read back and checked before anyone relies on it (`write_verified_backup`).
-`content_digest` hashes what a backup written now would hold, writing nothing,
-so deletion can tell a client changed after its backup. The `fhir/` members are
-left out of that digest: they are computed from the other members and the
-backup's own time, so they change exactly when those do.
+`content_digest` hashes the rows a backup is made from (and each document's file),
+writing nothing, so deletion can tell a client changed after its backup. The
+`fhir/` members, the manifest and the backup's time are not in it: they follow
+from those rows and the time the backup is made.
 
 An encrypted backup (`pbclients.backup.keys`) is the same archive, written first into
 a private temporary file (in memory while small, else an unnamed file of mode 0600 in
@@ -21,13 +21,12 @@ import errno
 import fcntl
 import hashlib
 import itertools
-import json
 import os
 import re
 import secrets
 import tempfile
 import zipfile
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -105,15 +104,18 @@ class BackupFile:
 # --- what the database holds --------------------------------------------------------------
 
 
-def record_counts(session: Session | Connection, client_id: int) -> dict[str, int]:
-    """Records per kind (and audit events) the database holds for one client.
+def record_counts(connection: Connection, client_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+    """Records per kind (and audit events) the database holds for each of these clients.
 
-    One UNION ALL statement, built once: export and delete call this once per client.
+    One statement for the group: export and delete count every client they back up.
     """
-    return {
-        kind: int(number)
-        for kind, number in session.execute(_counts_statement(), {"client_id": client_id})
-    }
+    kinds = (*RECORD_MODELS, AUDIT_KIND)
+    counts = {client_id: dict.fromkeys(kinds, 0) for client_id in client_ids}
+    for kind, client_id, number in connection.execute(
+        _counts_statement(), {"ids": list(client_ids)}
+    ):
+        counts[client_id][kind] = int(number)
+    return counts
 
 
 @cache
@@ -122,16 +124,16 @@ def _counts_statement() -> Any:
     tables[AUDIT_KIND] = table_of(AuditEvent)
     return union_all(
         *(
-            select(literal(kind).label("kind"), func.count().label("n"))
-            .select_from(table)
-            .where(table.c.client_id == bindparam("client_id"))
+            select(literal(kind).label("kind"), table.c.client_id, func.count().label("n"))
+            .where(table.c.client_id.in_(bindparam("ids", expanding=True)))
+            .group_by(table.c.client_id)
             for kind, table in tables.items()
         )
     )
 
 
 def content_digest(session: Session, client_id: int) -> str:
-    """One SHA-256 over what a backup of the client written now would hold, writing nothing.
+    """One SHA-256 over the rows a backup of the client written now would be made from.
 
     Equal to `BackupFile.content` exactly when every row (profile, records, files,
     programs, audit history) is as it was backed up: an edited record changes it
@@ -145,13 +147,21 @@ def content_digests(session: Session, client_ids: Sequence[int]) -> Iterator[tup
     for group in chunks(client_ids, _CLIENTS_PER_READ):
         rows = _Rows(session.connection(), group)
         for client_id in group:
-            writer = _DigestWriter()
-            _write_members(rows, client_id, writer)
-            yield client_id, _digest_of(writer.members)
+            yield client_id, _content(rows.clients[client_id], rows.file_sha256)
 
 
-def _digest_of(members: Mapping[str, str]) -> str:
-    return hashlib.sha256(json.dumps(sorted(members.items())).encode()).hexdigest()
+def _content(client: _ClientRows, file_sha256: Callable[[dict[str, Any]], str]) -> str:
+    """The digest of a client's rows exactly as read, and of each document's file.
+
+    Hashing the rows themselves, not the members made from them, keeps deletion's
+    check under the write lock a fraction of the cost of writing the backup again.
+    """
+    digest = hashlib.sha256()
+    for part in (client.profile, client.records, client.programs, client.events):
+        digest.update(repr(part).encode())
+    for row in client.records["documents"]:
+        digest.update(file_sha256(row).encode())
+    return digest.hexdigest()
 
 
 # --- the folder ----------------------------------------------------------------------------
@@ -300,22 +310,6 @@ class _ArchiveWriter:
         self.sizes[name] = size
 
 
-class _DigestWriter:
-    """Hashes members exactly as `_ArchiveWriter` would write them, and keeps nothing else."""
-
-    def __init__(self) -> None:
-        self.members: dict[str, str] = {}
-
-    def add(self, name: str, data: bytes) -> None:
-        self.members[name] = hashlib.sha256(data).hexdigest()
-
-    @contextmanager
-    def stream(self, name: str) -> Iterator[Any]:
-        digest = hashlib.sha256()
-        yield digest.update
-        self.members[name] = digest.hexdigest()
-
-
 def _schema_version(connection: Connection) -> str | None:
     from pbclients.schema import current_revision
 
@@ -397,6 +391,9 @@ class _Rows:
                 for row in self._connection.execute(_files_query(), {"ids": batch})
             }
         return self._files.pop(document_id)
+
+    def file_sha256(self, document: dict[str, Any]) -> str:
+        return hashlib.sha256(self.content(int(document["id"]))).hexdigest()
 
 
 @cache
@@ -518,7 +515,10 @@ def _write_archive(
         writer = _ArchiveWriter(archive, now)
         files: dict[int, mapping.FileReference] = {}
         counts = _write_members(rows, client_id, writer, files)
-        content = _digest_of(writer.members)
+        content = _content(
+            rows.clients[client_id],
+            lambda row: writer.members[member_for_document(int(row["id"]), str(row["filename"]))],
+        )
         fhir = _write_fhir(rows.clients[client_id], writer, now, files)
         _write_manifest(writer, schema_version, client_id, now, counts, fhir)
     sink.flush()
@@ -542,13 +542,13 @@ def _encrypt(
 def _write_members(
     rows: _Rows,
     client_id: int,
-    writer: _ArchiveWriter | _DigestWriter,
-    files: dict[int, mapping.FileReference] | None = None,
+    writer: _ArchiveWriter,
+    files: dict[int, mapping.FileReference],
 ) -> dict[str, int]:
     """Every member but the FHIR ones and the manifest; records per kind.
 
-    `files` (when given) receives, per document id, where its file went with its size and
-    SHA-1, for the FHIR members written after these.
+    `files` receives, per document id, where its file went with its size and SHA-1, for
+    the FHIR members written after these.
     """
     client = rows.clients[client_id]
     assert client.profile is not None
@@ -646,18 +646,17 @@ def _is_binary(column: Any) -> bool:
 
 def _write_document(
     rows: _Rows,
-    writer: _ArchiveWriter | _DigestWriter,
+    writer: _ArchiveWriter,
     data: dict[str, Any],
-    files: dict[int, mapping.FileReference] | None = None,
+    files: dict[int, mapping.FileReference],
 ) -> dict[str, Any]:
     """Store one document's bytes as its own member."""
     content = rows.content(int(data["id"]))
     name = member_for_document(int(data["id"]), str(data["filename"]))
     writer.add(name, content)
-    if files is not None:
-        files[int(data["id"])] = mapping.FileReference(
-            document_url(name), len(content), hashlib.sha1(content).digest()
-        )
+    files[int(data["id"])] = mapping.FileReference(
+        document_url(name), len(content), hashlib.sha1(content).digest()
+    )
     return {"content_member": name, "content_sha256": writer.members[name]}
 
 
@@ -718,15 +717,16 @@ def write_verified_backups(
     keyring: Keyring | None = None,
 ) -> Generator[BackupFile, None, None]:
     """Write each client's backup, then read it back and check it against the database,
-    one client after the other; yields each backup once it is verified.
+    a group of clients at a time; yields each backup once it is verified.
 
     Every member's checksum, the whole file's SHA-256, and every record count
-    equal to what the database holds now (read afresh after the backup was written). The
-    rows of a group of clients are read from one snapshot (`snapshot`). With a `keyring`
-    the backup is encrypted to its recipients and decrypted back to be checked
+    equal to what the database holds now (counted afresh after the group's backups were
+    written). The rows of a group are read from one snapshot (`snapshot`). With a
+    `keyring` the backup is encrypted to its recipients and decrypted back to be checked
     (`Keyring.sealing`). Raises BackupFailed (exit 4) on the first failure, naming the
-    file when one was written; the backups yielded before it are complete and verified.
-    Close it when done (`contextlib.closing`): it holds a snapshot open while it runs.
+    file when one was written; the backups yielded before it are complete and verified,
+    and the group's backups not yet yielded are removed. Close it when done
+    (`contextlib.closing`): that too removes what it wrote but did not yield.
     """
     recipients: list[Any] | None = None
     opener: Opener | None = None
@@ -736,24 +736,49 @@ def write_verified_backups(
     folder = prepare_folder(folder, sweep=False)
     with translate_busy(), engine.connect() as fresh:
         for group in chunks(client_ids, _CLIENTS_PER_READ):
-            with snapshot(engine) as session:
-                connection = session.connection()
-                rows = _Rows(connection, group)
-                schema_version = _schema_version(connection)
-                for client_id in group:
-                    written = _write_file(rows, client_id, folder, now, schema_version, recipients)
-                    faults.checkpoint("backup.written")
-                    counts = record_counts(fresh, client_id)
-                    # The next count starts a new transaction: it sees what is committed then.
-                    fresh.rollback()
+            unreported: list[Path] = []
+            written: list[BackupFile] = []
+            # A backup that cannot be written ends the run once those before it are
+            # verified: they are kept, as when each was verified right after it was written.
+            failure: BackupFailed | None = None
+            try:
+                with snapshot(engine) as session:
+                    connection = session.connection()
+                    rows = _Rows(connection, group)
+                    schema_version = _schema_version(connection)
+                    for client_id in group:
+                        try:
+                            backup = _write_file(
+                                rows, client_id, folder, now, schema_version, recipients
+                            )
+                        except BackupFailed as error:
+                            failure = error
+                            break
+                        written.append(backup)
+                        unreported.append(backup.path)
+                        faults.checkpoint("backup.written")
+                # Counted in a new transaction once the group is written: a record committed
+                # since the snapshot shows as a count its backup does not hold.
+                counts = record_counts(fresh, [backup.client_id for backup in written])
+                fresh.rollback()
+                for backup in written:
                     try:
                         verify_backup(
-                            written.path,
-                            expected_counts=counts,
-                            expected_sha256=written.sha256,
+                            backup.path,
+                            expected_counts=counts[backup.client_id],
+                            expected_sha256=backup.sha256,
                             opener=opener,
                         )
                     except BackupInvalid as error:
+                        unreported.remove(backup.path)  # named in the error: kept
                         raise BackupFailed(f"{error.detail}.") from None
                     faults.checkpoint("backup.verified")
-                    yield written
+                    unreported.remove(backup.path)
+                    yield backup
+                if failure is not None:
+                    raise failure
+            finally:
+                # Backups written but never handed out (a later one failed, or the caller
+                # stopped): nobody was told of them, so none is left behind.
+                for path in unreported:
+                    _remove_quietly(path)
