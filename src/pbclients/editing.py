@@ -22,12 +22,13 @@ from sqlmodel import Session, col, select
 from pbclients import audit
 from pbclients.db import load_ids, reading, writing
 from pbclients.errors import BadInput, DatabaseBusy, TransitionNotAllowed
-from pbclients.lookup import chunks
+from pbclients.lookup import chunks, parse_client_id
 from pbclients.models import Client, UndoRecord
 from pbclients.operation import Action, Batch, Change, Plan, ProgressCallback, carried_out
 from pbclients.policy import Status
+from pbclients.readdb import Reader
 from pbclients.results import ChangeResult, Outcome
-from pbclients.roster_view import find_client
+from pbclients.roster_view import find_client_id, no_such_client
 from pbclients.selection import live_email_owners
 
 # The fields of a client's file that `edit` changes, in the order they are shown.
@@ -70,10 +71,10 @@ def plan_edits(session: Session, edits: Sequence[ClientEdit]) -> Plan[EditDetail
     """The plan of `preview`, in the caller's session (import --update plans with its adds)."""
     results: list[ChangeResult] = []
     changes: dict[int, FieldChanges] = {}
+    found = _clients_named(session, [edit.reference for edit in edits])
     for edit in edits:
-        client = find_client(session, edit.reference)
-        client_id = int(client.id or 0)
-        if client.status == Status.DELETED.value:
+        client_id, status, before = found[edit.reference]
+        if status == Status.DELETED.value:
             raise TransitionNotAllowed(
                 f"Client {client_id} ('{edit.reference}') is deleted and cannot be edited; "
                 "nothing was changed. Bring it back with `pbclients undo BATCH` or "
@@ -84,13 +85,12 @@ def plan_edits(session: Session, edits: Sequence[ClientEdit]) -> Plan[EditDetail
                 f"Client {client_id} is named twice{_at(edit.where)}; nothing was changed. "
                 "Keep one row per client."
             )
-        before = _values(client)
         after = dict(before)
         after.update({name: edit.values[name] for name in EDITABLE if name in edit.values})
         changed = tuple(name for name in EDITABLE if before[name] != after[name])
         outcome = Outcome.PLANNED if changed else Outcome.UNCHANGED
         results.append(
-            ChangeResult(edit.reference, client_id, client.email, client.status, client.status,
+            ChangeResult(edit.reference, client_id, before["email"], status, status,
                          outcome, note=", ".join(changed) or None)
         )  # fmt: skip
         if changed:
@@ -237,13 +237,30 @@ def _refuse_taken_emails(session: Session, edits: Iterable[FieldChanges]) -> Non
             )
 
 
-def _values(client: Client) -> Values:
-    return {
-        "email": client.email,
-        "first_name": client.first_name,
-        "last_name": client.last_name,
-        "phone": client.phone,
-    }
+def _clients_named(
+    session: Session, references: Sequence[str]
+) -> dict[str, tuple[int, str, Values]]:
+    """Each reference's client (as `find_client_id` finds it): its id, status and editable
+    fields, read a chunk of clients a statement (`import --update` names thousands)."""
+    reader = Reader.of(session)
+    ids: dict[str, int] = {}
+    for reference in references:
+        client_id = parse_client_id(reference.strip())
+        ids[reference] = client_id if client_id is not None else find_client_id(reader, reference)
+    rows: dict[int, tuple[str, Values]] = {}
+    for chunk in chunks(sorted(set(ids.values()))):
+        marks = ", ".join("?" * len(chunk))
+        for client_id, status, *fields in reader.iterate(
+            f"SELECT id, status, {', '.join(EDITABLE)} FROM client WHERE id IN ({marks})", *chunk
+        ):
+            rows[client_id] = (status, dict(zip(EDITABLE, fields, strict=True)))
+    found: dict[str, tuple[int, str, Values]] = {}
+    for reference, client_id in ids.items():
+        if client_id not in rows:
+            raise no_such_client(reference)
+        status, values = rows[client_id]
+        found[reference] = (client_id, status, values)
+    return found
 
 
 def _at(where: str) -> str:

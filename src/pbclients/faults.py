@@ -7,7 +7,7 @@ nothing. Tests set env `PBCLIENTS_FAULT` in a subprocess to stop it there:
   or `kill -9` would (no cleanup, no rollback handlers, no finally blocks);
 - `wait-after:<step>:<file>` makes it wait at `<step>` until `<file>` exists (at
   most a minute), so a test can hold a run in the middle (e.g. with the purge lock
-  taken) while it starts others.
+  taken) while it starts others; `<file>.held` is created once it waits there.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def checkpoint(step: str) -> None:
     elif kind == "wait-after":
         name, _, release = rest.partition(":")
         if name == step and release:
+            Path(f"{release}.held").touch()
             deadline = time.monotonic() + _MAX_WAIT_SECONDS
             while not Path(release).exists() and time.monotonic() < deadline:
                 time.sleep(0.01)

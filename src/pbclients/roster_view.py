@@ -24,9 +24,7 @@ from pbclients.tables import RECORD_TABLES
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
-    from sqlmodel import Session
 
-    from pbclients.models import Client
 
 PAGE = 2_000
 
@@ -360,20 +358,14 @@ def find_client_id(reader: Reader, reference: str) -> int:
             Status.DELETED.value,
         )
     if found is None:
-        raise UnknownClient(
-            f"There is no client '{shorten(reference)}'; "
-            "find it with `pbclients list --search TEXT`."
-        )
+        raise no_such_client(reference)
     return int(found)
 
 
-def find_client(session: Session, reference: str) -> Client:
-    """`find_client_id` inside a session's transaction, as the model the caller changes."""
-    from pbclients.models import Client
-
-    client = session.get(Client, find_client_id(Reader.of(session), reference))
-    assert client is not None  # found a moment ago, in the same transaction
-    return client
+def no_such_client(reference: str) -> UnknownClient:
+    return UnknownClient(
+        f"There is no client '{shorten(reference)}'; find it with `pbclients list --search TEXT`."
+    )
 
 
 def client_detail(source: Database | Engine, reference: str, now: datetime) -> ClientDetail:

@@ -10,16 +10,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Row
 from sqlmodel import Session, col, select
 
-from pbclients.activity import Inactivity, inactive_since
+from pbclients.activity import Inactivity, inactive_where
 from pbclients.csvinput import Reference
 from pbclients.db import load_ids
 from pbclients.errors import UnknownClient, UsageError
 from pbclients.lookup import can_match, chunks, parse_client_id, shorten
-from pbclients.models import Client, Enrolment
+from pbclients.models import Client
 from pbclients.policy import Status
+from pbclients.readdb import Reader
 
 
 @dataclass(frozen=True)
@@ -113,8 +113,8 @@ def resolve(session: Session, selection: Selection) -> Resolved:
     if selection.inactive is not None and selection.program is None:
         return Resolved(
             [
-                Selected(str(row.id), row.id, row.email, _status(row.status))
-                for row in _rows_inactive(session, selection.inactive)
+                Selected(str(client_id), client_id, email, _status(status))
+                for client_id, email, _key, status in _rows_inactive(session, selection.inactive)
             ]
         )
     # Keyed by int for IDs and by casefolded text for e-mails, so the two never collide.
@@ -135,17 +135,17 @@ def resolve(session: Session, selection: Selection) -> Resolved:
         if row is None:
             unknown.append(reference)
             continue
-        client_id, email, status = row.id, row.email, row.status
+        client_id, email, _key, status = row
         if client_id not in seen_ids:
             seen_ids.add(client_id)
             add(Selected(reference.text, client_id, email, statuses.get(status) or _status(status)))
     if selection.program is not None:
-        for row in _rows_in_program(session, selection.program, selection.inactive):
-            if row.id not in seen_ids:
-                seen_ids.add(row.id)
-                resolved.clients.append(
-                    Selected(str(row.id), row.id, row.email, _status(row.status))
-                )
+        for client_id, email, _key, status in _rows_in_program(
+            session, selection.program, selection.inactive
+        ):
+            if client_id not in seen_ids:
+                seen_ids.add(client_id)
+                resolved.clients.append(Selected(str(client_id), client_id, email, _status(status)))
     if unknown and not selection.skip_unknown:
         raise UnknownClient(_unknown_message(unknown))
     resolved.skipped.extend(unknown)
@@ -165,81 +165,70 @@ def _unknown_message(unknown: list[Reference]) -> str:
     )
 
 
-# Rows of (id, email, email_key, status), read by attribute: SQLAlchemy's own rows,
-# since wrapping 100,000 of them again costs a second per resolution.
-_Row = Row[Any]
+# A client as the selection reads it: (id, email, email_key, status), the driver's own
+# row. Read at driver level: SQLAlchemy's rows cost as much again as the query itself on
+# a selection of 100,000 clients.
+_Row = tuple[Any, ...]
 
-
-_COLUMNS = (col(Client.id), col(Client.email), col(Client.email_key), col(Client.status))
-
-
-def _rows(session: Session, query: Any) -> Sequence[_Row]:
-    return session.execute(query).all()
+_SELECT = "SELECT client.id, client.email, client.email_key, client.status FROM client"
+_DELETED = Status.DELETED.value
 
 
 def _rows_by_id(session: Session, ids: list[int]) -> dict[int, _Row]:
     if not ids:
         return {}
     # One join against the temp id table: 100,000 IDs as chunked IN lists cost twice as much.
-    selected = load_ids(session, ids)
-    query = select(*_COLUMNS).join(selected, selected.c.id == Client.id)
-    return {row.id: row for row in _rows(session, query)}
+    selected = load_ids(session, ids).name
+    rows = Reader.of(session).iterate(f"{_SELECT} JOIN {selected} ON {selected}.id = client.id")
+    return {row[0]: row for row in rows}
 
 
 def _rows_by_email(session: Session, keys: list[str]) -> dict[str, _Row]:
+    reader = Reader.of(session)
     found: dict[str, _Row] = {}
     for chunk in chunks([key for key in keys if can_match(key)]):
-        query = select(*_COLUMNS).where(col(Client.email_key).in_(chunk)).order_by(col(Client.id))
-        for row in _rows(session, query):
+        marks = ", ".join("?" * len(chunk))
+        query = f"{_SELECT} WHERE client.email_key IN ({marks}) ORDER BY client.id"
+        for row in reader.iterate(query, *chunk):
             # A live client owns its e-mail; a deleted one pending purge only if no one else does.
-            current = found.get(row.email_key)
-            if current is None or current.status == Status.DELETED:
-                found[row.email_key] = row
+            current = found.get(row[2])
+            if current is None or current[3] == _DELETED:
+                found[row[2]] = row
     return found
 
 
 def _rows_in_program(session: Session, name: str, inactive: Inactivity | None) -> list[_Row]:
     program_id = find_program(session, name)
+    reader = Reader.of(session)
     if inactive is not None:
         # IN, not a join: the inactivity test has a NOT EXISTS on enrolment of its own,
         # which a joined enrolment would swallow by correlation.
-        enrolled = select(Enrolment.client_id).where(Enrolment.program_id == program_id)
-        query = (
-            select(*_COLUMNS)
-            .where(
-                col(Client.id).in_(enrolled),
-                Client.status != Status.DELETED,
-                _inactive_clause(inactive),
-            )
-            .order_by(col(Client.id))
-        )
-        return list(_rows(session, query))
-    query = (
-        select(*_COLUMNS)
-        .join(Enrolment, col(Enrolment.client_id) == Client.id)
-        .where(Enrolment.program_id == program_id, Client.status != Status.DELETED)
-        .order_by(col(Client.id))
-    )
-    return list(_rows(session, query))
+        condition, values = inactive_where(reader, inactive.cutoff, inactive.now)
+        return reader.rows(
+            f"{_SELECT} WHERE client.id IN "
+            "(SELECT enrolment.client_id FROM enrolment WHERE enrolment.program_id = ?) "
+            f"AND client.status <> ? AND {condition} ORDER BY client.id",
+            program_id, _DELETED, *values,
+        )  # fmt: skip
+    return reader.rows(
+        f"{_SELECT} JOIN enrolment ON enrolment.client_id = client.id "
+        "WHERE enrolment.program_id = ? AND client.status <> ? ORDER BY client.id",
+        program_id, _DELETED,
+    )  # fmt: skip
 
 
 def _rows_inactive(session: Session, inactive: Inactivity) -> list[_Row]:
     """Every live client inactive since the cutoff, in one statement (see activity)."""
-    query = (
-        select(*_COLUMNS)
-        .where(Client.status != Status.DELETED, _inactive_clause(inactive))
-        .order_by(col(Client.id))
-    )
-    return list(_rows(session, query))
-
-
-def _inactive_clause(inactive: Inactivity) -> ColumnElement[bool]:
-    return inactive_since(inactive.cutoff, inactive.now)
+    reader = Reader.of(session)
+    condition, values = inactive_where(reader, inactive.cutoff, inactive.now)
+    return reader.rows(
+        f"{_SELECT} WHERE client.status <> ? AND {condition} ORDER BY client.id",
+        _DELETED, *values,
+    )  # fmt: skip
 
 
 def find_program(session: Session, name: str) -> int:
     """A program's id by name (case-insensitive); an unknown name is exit 3."""
-    from pbclients.readdb import Reader
     from pbclients.roster_view import find_program_id
 
     return find_program_id(Reader.of(session), name)
