@@ -331,3 +331,33 @@ def test_backups_written_but_not_yet_handed_out_are_removed_when_the_caller_stop
         assert len(backup_files(tmp_path)) == 3
     assert backup_files(tmp_path) == [first.path]
     assert verify_backup(first.path).client_id == 1
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["unnamed-file", "hidden-temporary"])
+def test_a_backup_is_named_only_once_complete(engine, practice, tmp_path, monkeypatch, unnamed):
+    """Written as an unnamed file (Linux O_TMPFILE) where the system has them, else under a
+    hidden temporary name; either way only the finished backup is left, with its name."""
+    import pbclients.backup.writer as writer
+
+    if unnamed and not (hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")):
+        pytest.skip("this system has no unnamed files")
+    if not unnamed:
+        monkeypatch.setattr(writer, "_OWN_DESCRIPTORS", str(tmp_path / "no-proc"))
+    linked: list[str] = []
+    real_link = os.link
+
+    def link(source, name, **options):
+        linked.append(str(source))
+        return real_link(source, name, **options)
+
+    monkeypatch.setattr(os, "link", link)
+    with read_snapshot(engine) as session:
+        written = write_backup(session, 1, tmp_path / "b", NOW)
+    assert [p.name for p in (tmp_path / "b").iterdir()] == [written.path.name]
+    assert (written.path.stat().st_mode & 0o777) == 0o600
+    assert verify_backup(written.path).client_id == 1
+    [source] = linked
+    if unnamed:
+        assert source.startswith("/proc/self/fd/")
+    else:
+        assert Path(source).name.startswith(".client-000001-") and source.endswith(".tmp")

@@ -416,6 +416,31 @@ def _group_query(table: Table, client_column: Any) -> Select[Any]:
     )
 
 
+def _open_unnamed(folder: Path) -> int | None:
+    """A new private file in `folder` that has no name yet (Linux `O_TMPFILE`), or None
+    where the system or the filesystem offers none.
+
+    It is named only once complete (`_link_new`), and a crash leaves nothing behind: no
+    temporary name is created, unlinked or swept. ext4, for one, slows down each file it
+    creates after many were unlinked: named temporaries cost a delete of 10,000 clients
+    about as much again as writing their archives.
+    """
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None or not os.path.isdir(_OWN_DESCRIPTORS):
+        return None
+    try:
+        return os.open(folder, flag | os.O_WRONLY, 0o600)
+    except OSError as error:
+        # No O_TMPFILE on this filesystem (EOPNOTSUPP) or kernel (EISDIR, EINVAL).
+        if error.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            return None
+        raise
+
+
+# Where Linux shows this process's open files: linking /proc/self/fd/N names the unnamed one.
+_OWN_DESCRIPTORS = "/proc/self/fd"
+
+
 def _create_temporary(folder: Path, final_name: str) -> tuple[Path, int]:
     """A new private temporary file, locked for as long as this process has it open."""
     for _attempt in range(3):
@@ -468,13 +493,17 @@ def _write_file(
         raise UnknownClient(f"There is no client {client_id}; nothing was backed up.")
     encrypted = recipients is not None
     final_name = backup_name(client_id, now, encrypted=encrypted)
+    temporary: Path | None = None
     try:
         faults.checkpoint("backup.open")
-        temporary, descriptor = _create_temporary(folder, final_name)
+        descriptor = _open_unnamed(folder)
+        if descriptor is None:
+            temporary, descriptor = _create_temporary(folder, final_name)
     except OSError as error:
         raise BackupFailed(
             f"Cannot write the backup of client {client_id} in {folder}: {_os_reason(error)}."
         ) from None
+    source = str(temporary or f"{_OWN_DESCRIPTORS}/{descriptor}")
     try:
         with os.fdopen(descriptor, "wb") as raw:
             sink = _HashingSink(raw)
@@ -491,18 +520,22 @@ def _write_file(
                     _encrypt(plain, sink, recipients, client_id, folder)
             sink.flush()
             os.fsync(raw.fileno())
-        faults.checkpoint("backup.temp-written")
-        path = _link_new(temporary, folder, client_id, now, encrypted=encrypted)
-        faults.checkpoint("backup.linked")
-        os.unlink(temporary)
+            faults.checkpoint("backup.temp-written")
+            # While the file is open: an unnamed one exists only as long as it is.
+            path = _link_new(source, folder, client_id, now, encrypted=encrypted)
+            faults.checkpoint("backup.linked")
+        if temporary is not None:
+            os.unlink(temporary)
         _fsync_dir(folder)
     except OSError as error:
-        _remove_quietly(temporary)
+        if temporary is not None:
+            _remove_quietly(temporary)
         raise BackupFailed(
             f"Cannot write the backup of client {client_id} in {folder}: {_os_reason(error)}."
         ) from None
     except BaseException:
-        _remove_quietly(temporary)
+        if temporary is not None:
+            _remove_quietly(temporary)
         raise
     return BackupFile(path, sink.digest.hexdigest(), counts, client_id, content)
 
@@ -661,16 +694,23 @@ def _write_document(
 
 
 def _link_new(
-    temporary: Path, folder: Path, client_id: int, now: datetime, *, encrypted: bool = False
+    source: str, folder: Path, client_id: int, now: datetime, *, encrypted: bool = False
 ) -> Path:
-    """Give the finished file its final name without ever replacing an existing file."""
-    for attempt in range(1, 1000):
-        path = folder / backup_name(client_id, now, attempt, encrypted=encrypted)
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            continue
-        return path
+    """Give the finished file (a temporary's path, or an unnamed file's /proc/self/fd entry)
+    its final name without ever replacing an existing file."""
+    directory = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        for attempt in range(1, 1000):
+            name = backup_name(client_id, now, attempt, encrypted=encrypted)
+            try:
+                # With a directory descriptor, os.link calls linkat(2) with
+                # AT_SYMLINK_FOLLOW, which an unnamed file's /proc entry needs.
+                os.link(source, name, dst_dir_fd=directory, follow_symlinks=True)
+            except FileExistsError:
+                continue
+            return folder / name
+    finally:
+        os.close(directory)
     raise OSError(errno.EEXIST, f"too many backups of client {client_id} at {clock.iso(now)}")
 
 
