@@ -1,8 +1,9 @@
-"""Writing a backup: streamed into a private temporary file, linked, then checked.
+"""Writing a backup: streamed into a private file with no name yet, linked, then checked.
 
-The file is written under a temporary name in the target folder, fsynced,
-hard-linked to its final name (which never replaces an existing file) and the
-folder fsynced, so a crash leaves either no backup or a complete one. It is
+The file is written in the target folder as an unnamed file (Linux `O_TMPFILE`; else
+under a hidden temporary name), fsynced, linked to its final name (which never
+replaces an existing file) and the folder fsynced, so a crash leaves either no
+backup or a complete one. It is
 then read back and checked before anyone relies on it (`write_verified_backup`).
 `content_digest` hashes the rows a backup is made from (and each document's file),
 writing nothing, so deletion can tell a client changed after its backup. The
