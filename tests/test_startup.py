@@ -277,3 +277,11 @@ def test_a_command_imports_no_other_command(demo_db):
     assert "pbclients.cli.roster" in loaded
     others = {"access", "backups", "editing", "maintenance", "store", "timing", "hold"}
     assert not loaded & {f"pbclients.cli.{module}" for module in others}
+
+
+def test_a_mistyped_command_is_suggested_once():
+    run = pbclients("lst")
+    assert run.returncode == 2
+    err = " ".join(run.stderr.decode().split())
+    assert "No such command 'lst'." in err
+    assert err.count("Did you mean") == 1 and "'list'" in err
