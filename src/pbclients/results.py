@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from json.encoder import encode_basestring
 from typing import Any
 
 
@@ -43,6 +44,22 @@ class ChangeResult:
             "note": self.note,
             "batch": batch_id,
         }
+
+    def as_json(self, batch_id: str | None) -> str:
+        """`as_record` exactly as `json.JSONEncoder(ensure_ascii=False)` encodes it, at a
+        third of the cost: a bulk command prints 100,000 of them."""
+        return (
+            f'{{"reference": {encode_basestring(self.reference)}, '
+            f'"id": {"null" if self.client_id is None else int(self.client_id)}, '
+            f'"email": {_json(self.email)}, "before": {_json(self.before)}, '
+            f'"after": {_json(self.after)}, "outcome": {encode_basestring(self.outcome.value)}, '
+            f'"backup": {_json(self.backup)}, "sha256": {_json(self.sha256)}, '
+            f'"note": {_json(self.note)}, "batch": {_json(batch_id)}}}'
+        )
+
+
+def _json(text: str | None) -> str:
+    return "null" if text is None else encode_basestring(text)
 
 
 @dataclass(frozen=True)

@@ -452,3 +452,20 @@ def test_a_prompt_on_a_real_terminal_shows_data_inertly(
     assert f"written to {tmp_path}/b\\x1b[2J\\u202e first." in question
     assert forbidden(question) == []
     assert snapshot(engine) == before
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_a_result_encodes_as_json_exactly_as_its_record(name: str) -> None:
+    """`ChangeResult.as_json`, the fast path of bulk `--format json`, is byte for byte what
+    the JSON encoder makes of `as_record`, for every hostile string in every text field."""
+    from pbclients.results import ChangeResult, Outcome
+
+    value = HOSTILE[name]
+    encode = json.JSONEncoder(ensure_ascii=False).encode
+    for result in (
+        ChangeResult(value, 7, value, value, value, Outcome.CHANGED, value, value, value),
+        ChangeResult(value, None, None, None, None, Outcome.SKIPPED, note=value),
+    ):
+        for batch in (value, None):
+            assert result.as_json(batch) == encode(result.as_record(batch))
+            assert json.loads(result.as_json(batch))["reference"] == value

@@ -121,6 +121,9 @@ def render_batch(
     batch_id = getattr(outcome, "batch_id", None)  # a plan has none yet
     if records is not None:
         rows, fields = records(outcome)
+    elif output is OutputFormat.JSON:
+        print_json_lines(result.as_json(batch_id) for result in outcome.results)
+        return
     else:
         rows = [result.as_record(batch_id) for result in outcome.results]
         fields = list(BATCH_FIELDS)
