@@ -365,6 +365,25 @@ def test_import_update_adds_updates_and_reports_each_row(
     assert [e[0] for e in events(engine, "edit")] == [1, 2]
 
 
+def test_import_update_refuses_the_first_bad_row_in_file_order(
+    cli: Run, practice: Any, engine: Engine, tmp_path: Path
+) -> None:
+    """A deleted client on row 2 is the error, not the unknown id of row 3: the clients are
+    read a chunk at a time, the rows still checked one after the other."""
+    sql(engine, "UPDATE client SET status = 'deleted' WHERE id = 2")
+    rows = "id,email,first_name,last_name\n2,ben@example.org,Ben,O\n999,x@example.org,X,Y\n"
+    (tmp_path / "roster.csv").write_text(rows)
+    before = snapshot(engine)
+    result = cli("import", str(tmp_path / "roster.csv"), "--update", "--yes")
+    assert result.exit_code == 3
+    assert "Client 2 ('2') is deleted and cannot be edited" in " ".join(result.stderr.split())
+    assert snapshot(engine) == before
+    (tmp_path / "roster.csv").write_text("id,email,first_name,last_name\n999,x@example.org,X,Y\n")
+    unknown = cli("import", str(tmp_path / "roster.csv"), "--update", "--yes")
+    assert unknown.exit_code == 3
+    assert "There is no client '999'" in unknown.stderr
+
+
 def test_import_update_is_all_or_nothing(
     cli: Run, practice: Any, engine: Engine, tmp_path: Path
 ) -> None:

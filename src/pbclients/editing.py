@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, bindparam, insert, update
@@ -21,7 +22,7 @@ from sqlmodel import Session, col, select
 
 from pbclients import audit
 from pbclients.db import load_ids, reading, writing
-from pbclients.errors import BadInput, DatabaseBusy, TransitionNotAllowed
+from pbclients.errors import BadInput, DatabaseBusy, TransitionNotAllowed, UnknownClient
 from pbclients.lookup import chunks, parse_client_id
 from pbclients.models import Client, UndoRecord
 from pbclients.operation import Action, Batch, Change, Plan, ProgressCallback, carried_out
@@ -73,7 +74,10 @@ def plan_edits(session: Session, edits: Sequence[ClientEdit]) -> Plan[EditDetail
     changes: dict[int, FieldChanges] = {}
     found = _clients_named(session, [edit.reference for edit in edits])
     for edit in edits:
-        client_id, status, before = found[edit.reference]
+        client = found[edit.reference]
+        if client is None:
+            raise no_such_client(edit.reference)
+        client_id, status, before = client
         if status == Status.DELETED.value:
             raise TransitionNotAllowed(
                 f"Client {client_id} ('{edit.reference}') is deleted and cannot be edited; "
@@ -239,28 +243,29 @@ def _refuse_taken_emails(session: Session, edits: Iterable[FieldChanges]) -> Non
 
 def _clients_named(
     session: Session, references: Sequence[str]
-) -> dict[str, tuple[int, str, Values]]:
-    """Each reference's client (as `find_client_id` finds it): its id, status and editable
-    fields, read a chunk of clients a statement (`import --update` names thousands)."""
+) -> dict[str, tuple[int, str, Values] | None]:
+    """Each reference's client (as `find_client_id` finds it, None for nobody): its id,
+    status and editable fields, read a chunk of clients a statement (`import --update`
+    names thousands). The caller refuses an unknown one in file order, among its checks."""
     reader = Reader.of(session)
-    ids: dict[str, int] = {}
+    ids: dict[str, int | None] = {}
     for reference in references:
         client_id = parse_client_id(reference.strip())
-        ids[reference] = client_id if client_id is not None else find_client_id(reader, reference)
+        if client_id is None:
+            with suppress(UnknownClient):
+                client_id = find_client_id(reader, reference)
+        ids[reference] = client_id
     rows: dict[int, tuple[str, Values]] = {}
-    for chunk in chunks(sorted(set(ids.values()))):
+    for chunk in chunks(sorted({client_id for client_id in ids.values() if client_id})):
         marks = ", ".join("?" * len(chunk))
         for client_id, status, *fields in reader.iterate(
             f"SELECT id, status, {', '.join(EDITABLE)} FROM client WHERE id IN ({marks})", *chunk
         ):
             rows[client_id] = (status, dict(zip(EDITABLE, fields, strict=True)))
-    found: dict[str, tuple[int, str, Values]] = {}
-    for reference, client_id in ids.items():
-        if client_id not in rows:
-            raise no_such_client(reference)
-        status, values = rows[client_id]
-        found[reference] = (client_id, status, values)
-    return found
+    return {
+        reference: None if client_id not in rows else (client_id, *rows[client_id])
+        for reference, client_id in ids.items()
+    }
 
 
 def _at(where: str) -> str:
