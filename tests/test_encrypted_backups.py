@@ -316,9 +316,20 @@ def test_a_flipped_byte_fails_verification_and_is_never_partly_restored(
     damaged(bytes(middle), "is damaged (its encrypted contents do not authenticate)", 3)
     damaged(good[: len(good) - 70_000], "is damaged (its encrypted contents do", 3)
     damaged(good + b"\x00", "is damaged (its encrypted contents do", 3)
-    header = bytearray(good)
-    header[good.index(b"\n-> X25519 ") + 20] ^= 0x01
-    damaged(bytes(header), "or its header is damaged", 4)
+
+    def replaced(marker: bytes, by: bytes) -> bytes:
+        """`good` with one base64 character of the header line after `marker` replaced."""
+        at = good.index(marker) + len(marker) + 9
+        changed = bytearray(good)
+        changed[at : at + 1] = by if good[at : at + 1] != by else b"B"
+        return bytes(changed)
+
+    # Another valid character in the recipient stanza: no key opens it, which to age is
+    # the same as a backup encrypted to someone else.
+    damaged(replaced(b"\n-> X25519 ", b"A"), "or its header is damaged", 4)
+    # Not base64 at all, or a header MAC that fails once the key opened it: damage.
+    damaged(replaced(b"\n-> X25519 ", b"{"), "is damaged (its age header is not valid)", 3)
+    damaged(replaced(b"\n--- ", b"A"), "is damaged (its age header is not valid)", 3)
 
     backup.write_bytes(good)
     assert cli("restore", str(backup), "--yes").exit_code == 0

@@ -745,8 +745,13 @@ def _decrypted(path: Path, handle: IO[bytes], opener: Opener) -> Iterator[tuple[
                 path, f"is refused: it decrypts to more than {_bytes(_MAX_PLAIN_BYTES)}"
             ) from None
         except pyrage.DecryptError as error:
-            if "no matching keys" in str(error).lower():
+            problem = str(error).lower()
+            if "no matching keys" in problem:
                 raise opener.cannot_open(path) from None
+            # A header that does not parse, or whose MAC fails once a key opened it,
+            # is damage to the file, not a question of which key to give.
+            if "header" in problem or "unknown age format" in problem:
+                raise _invalid(path, "is damaged (its age header is not valid)") from None
             raise _invalid(
                 path, "is damaged (its encrypted contents do not authenticate)"
             ) from None
