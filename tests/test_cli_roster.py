@@ -508,7 +508,7 @@ def test_equal_hashes_of_different_emails_are_not_duplicates(tmp_path):
         ImportRow(3, "b@x.org", "B", "C", None, None),
     ]
     with importing.Intake.of(rows, "new.csv") as intake:
-        importing._refuse_repeats(intake, {hash("a@x.org"), hash("b@x.org")})
+        importing._refuse_repeats(intake, intake.rows(), {hash("a@x.org"), hash("b@x.org")})
 
 
 def test_add_preview_reads_only_and_apply_checks_again(practice, engine):

@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 
 from pbclients import audit
 from pbclients.db import reading
-from tests.helpers import NOW_TEXT, audit_count, records, snapshot, sql, statuses
+from tests.helpers import NOW_TEXT, audit_count, count, records, snapshot, sql, statuses
 
 SETUP_EVENTS = 5
 Run = Callable[..., Any]
@@ -395,3 +395,150 @@ def test_import_update_is_all_or_nothing(
     assert result.exit_code == 3
     assert "already belongs to client 3" in result.stderr
     assert snapshot(engine) == before
+
+
+MANY = 12_000  # more than one chunk of rows (pbclients.lookup.CHUNK)
+
+
+def _many_clients(cli: Run, tmp_path: Path) -> None:
+    """Clients 6 to MANY + 5: c0@example.org ... with last names L0 ..."""
+    body = "".join(f"c{n}@example.org,C,L{n}\n" for n in range(MANY))
+    (tmp_path / "many.csv").write_text("email,first_name,last_name\n" + body)
+    assert cli("import", str(tmp_path / "many.csv"), "--yes").exit_code == 0
+
+
+def test_import_update_sorts_a_file_of_many_chunks_in_file_order(
+    cli: Run, practice: Any, engine: Engine, tmp_path: Path
+) -> None:
+    _many_clients(cli, tmp_path)
+    rows = []
+    for n in range(MANY):
+        if n % 3 == 0:
+            rows.append(f"{n + 6},c{n}@example.org,C,New{n},\n")  # by id: a new last name
+        elif n % 3 == 1:
+            rows.append(f",c{n}@example.org,C,L{n},\n")  # by e-mail: the same values
+        else:
+            rows.append(f",n{n}@example.org,N,L{n},\n")  # nobody: added
+    path = tmp_path / "update.csv"
+    path.write_text("id,email,first_name,last_name,phone\n" + "".join(rows))
+    dry = cli("import", str(path), "--update", "--dry-run", "-f", "json")
+    assert dry.exit_code == 0, dry.stderr
+    planned = records(dry.stdout)
+    assert [r["note"] for r in planned] == [
+        ("updated: last_name", "unchanged", "added")[n % 3] for n in range(MANY)
+    ]
+    shown = ("reference", "id", "email", "before", "after", "outcome", "note", "batch")
+    assert [tuple(r[k] for k in shown) for r in planned[-3:]] == [
+        (str(MANY + 3), MANY + 3, f"c{MANY - 3}@example.org", "active", "active", "planned",
+         "updated: last_name", None),
+        (str(MANY + 4), MANY + 4, f"c{MANY - 2}@example.org", "active", "active", "unchanged",
+         "unchanged", None),
+        (f"n{MANY - 1}@example.org", None, f"n{MANY - 1}@example.org", None, "active", "planned",
+         "added", None),
+    ]  # fmt: skip
+    table = cli("import", str(path), "--update", "--dry-run")
+    assert "Dry run: 4000 clients added, 4000 updated, 4000 unchanged; nothing was written." in (
+        " ".join(table.stdout.split())
+    )
+
+    before = snapshot(engine)
+    done = cli("import", str(path), "--update", "--yes", "-f", "json")
+    assert done.exit_code == 0, done.stderr
+    results = records(done.stdout)
+    batch = results[0]["batch"]
+    # The added clients take the next ids in file order.
+    assert [r["id"] for r in results if r["note"] == "added"] == list(
+        range(MANY + 6, MANY + 6 + MANY // 3)
+    )
+    assert {r["outcome"] for r in results if r["note"] != "unchanged"} == {"changed"}
+    assert client_row(engine, 6)[3] == "New0" and client_row(engine, 7)[3] == "L1"
+    assert len(events(engine, "edit")) == MANY // 3
+    assert count(engine, "client") == 5 + MANY + MANY // 3
+    # Every edit kept what it replaced, outside the trail.
+    assert count(engine, "undo_record", f"WHERE batch_id = '{batch}'") == MANY // 3
+    assert snapshot(engine)["client"] != before["client"]
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "message"),
+    [
+        (
+            "6,c0@example.org,C,L0,",
+            "6,c0@example.org,C,Again,",
+            "Client 6 is named twice (line {last} of {path})",
+        ),
+        (
+            "6,z@example.org,C,L0,",
+            f"{MANY + 5},Z@example.org,C,L,",
+            f"Clients 6 and {MANY + 5} would both get the e-mail 'Z@example.org'",
+        ),
+        (
+            ",new@example.org,N,N,",
+            ",NEW@example.org,N,N,",
+            "'NEW@example.org' appears twice (line 2 of {path} and line {last} of {path})",
+        ),
+        (
+            ",new@example.org,N,N,",
+            "7,New@Example.org,C,L1,",
+            "'new@example.org' is added (line 2 of {path}) and given to client 7 "
+            "(line {last} of {path})",
+        ),
+    ],
+    ids=["client named twice", "e-mail given twice", "e-mail added twice", "added and given"],
+)
+def test_import_update_refuses_rows_that_clash_chunks_apart(
+    cli: Run, practice: Any, engine: Engine, tmp_path: Path, first: str, last: str, message: str
+) -> None:
+    _many_clients(cli, tmp_path)
+    # Every client but the three the first and last rows name (6, 7 and the last).
+    middle = "".join(f",c{n}@example.org,C,L{n},\n" for n in range(2, MANY - 1))
+    path = tmp_path / "update.csv"
+    path.write_text(f"id,email,first_name,last_name,phone\n{first}\n{middle}{last}\n")
+    before = snapshot(engine)
+    for mode in ("--dry-run", "--yes"):
+        result = cli("import", str(path), "--update", mode)
+        assert result.exit_code == 3, result.stderr
+        expected = message.format(last=MANY, path=path)
+        assert expected in " ".join(result.stderr.split())
+        assert "nothing was" in result.stderr
+    assert snapshot(engine) == before
+
+
+def test_import_update_refuses_a_client_named_twice_even_if_unchanged_first(
+    cli: Run, practice: Any, engine: Engine, tmp_path: Path
+) -> None:
+    rows = "id,email,first_name,last_name\n1,ana@example.org,Ana,Silva\n1,ana@example.org,A,B\n"
+    (tmp_path / "roster.csv").write_text(rows)
+    before = snapshot(engine)
+    result = cli("import", str(tmp_path / "roster.csv"), "--update", "--yes")
+    assert result.exit_code == 3
+    assert "Client 1 is named twice (line 3 of" in " ".join(result.stderr.split())
+    assert snapshot(engine) == before
+
+
+def test_import_update_stops_when_a_client_changed_since_the_plan(
+    practice: Any, engine: Engine, tmp_path: Path
+) -> None:
+    from pbclients import importing
+    from pbclients.csvinput import iter_import_csv
+    from pbclients.errors import DatabaseBusy
+    from pbclients.operation import Change
+
+    rows = "id,email,first_name,last_name\n1,ana@example.org,Ana,Costa\n,new@example.org,N,N\n"
+    path = tmp_path / "roster.csv"
+    path.write_text(rows)
+    with path.open("rb") as stream:
+        intake = importing.Intake.of(iter_import_csv(stream, source="roster.csv"), "roster.csv")
+    with intake, importing.check_update(engine, intake) as plan:
+        assert (plan.adding, plan.updating, plan.unchanged) == (1, 1, 0)
+        sql(engine, "UPDATE client SET first_name = 'Anna' WHERE id = 1")
+        before = snapshot(engine)
+        with pytest.raises(DatabaseBusy, match="Client 1 changed while this command ran"):
+            importing.update(engine, plan, Change("admin"))
+        assert snapshot(engine) == before
+        sql(engine, "UPDATE client SET first_name = 'Ana' WHERE id = 1")
+        done = importing.update(engine, plan, Change("admin"))
+        # The new client's id: 6 on SQLite; PostgreSQL's sequence does not roll back.
+        [edited, added] = done.results()
+        assert (edited.client_id, edited.note) == (1, "updated: last_name")
+        assert added.note == "added" and statuses(engine)[added.client_id or 0] == "active"

@@ -35,6 +35,8 @@ from pbclients.selection import live_email_owners
 # The fields of a client's file that `edit` changes, in the order they are shown.
 EDITABLE = ("email", "first_name", "last_name", "phone")
 Values = dict[str, str | None]
+# A client as an edit finds it: id, status and editable fields.
+NamedClient = tuple[int, str, Values]
 
 
 @dataclass(frozen=True)
@@ -69,38 +71,67 @@ def preview(engine: Engine, edits: Sequence[ClientEdit]) -> Plan[EditDetail]:
 
 
 def plan_edits(session: Session, edits: Sequence[ClientEdit]) -> Plan[EditDetail]:
-    """The plan of `preview`, in the caller's session (import --update plans with its adds)."""
+    """The plan of `preview`, in the caller's session."""
     results: list[ChangeResult] = []
     changes: dict[int, FieldChanges] = {}
-    found = _clients_named(session, [edit.reference for edit in edits])
+    found = clients_named(session, [edit.reference for edit in edits])
+    named = ClientIds()
     for edit in edits:
-        client = found[edit.reference]
-        if client is None:
-            raise no_such_client(edit.reference)
-        client_id, status, before = client
-        if status == Status.DELETED.value:
-            raise TransitionNotAllowed(
-                f"Client {client_id} ('{edit.reference}') is deleted and cannot be edited; "
-                "nothing was changed. Bring it back with `pbclients undo BATCH` or "
-                "`pbclients restore BACKUP` first."
-            )
-        if client_id in changes:
-            raise BadInput(
-                f"Client {client_id} is named twice{_at(edit.where)}; nothing was changed. "
-                "Keep one row per client."
-            )
-        after = dict(before)
-        after.update({name: edit.values[name] for name in EDITABLE if name in edit.values})
-        changed = tuple(name for name in EDITABLE if before[name] != after[name])
-        outcome = Outcome.PLANNED if changed else Outcome.UNCHANGED
-        results.append(
-            ChangeResult(edit.reference, client_id, before["email"], status, status,
-                         outcome, note=", ".join(changed) or None)
-        )  # fmt: skip
-        if changed:
-            changes[client_id] = FieldChanges(client_id, changed, before, after)
-    _refuse_taken_emails(session, changes.values())
+        result, change = planned_edit(edit, found[edit.reference], named)
+        results.append(result)
+        if change is not None:
+            changes[change.client_id] = change
+    refuse_taken_emails(session, changes.values())
     return Plan(Action.EDIT, results, EditDetail(changes))
+
+
+def planned_edit(
+    edit: ClientEdit, client: NamedClient | None, named: ClientIds
+) -> tuple[ChangeResult, FieldChanges | None]:
+    """One edit against its client as `clients_named` found it: its result, and its
+    changes (None when every value is already the file's).
+
+    Refused when the client is unknown or deleted, or already among `named` (which
+    gains it): a client edited by two rows would end with whichever came last.
+    """
+    if client is None:
+        raise no_such_client(edit.reference)
+    client_id, status, before = client
+    if status == Status.DELETED.value:
+        raise TransitionNotAllowed(
+            f"Client {client_id} ('{edit.reference}') is deleted and cannot be edited; "
+            "nothing was changed. Bring it back with `pbclients undo BATCH` or "
+            "`pbclients restore BACKUP` first."
+        )
+    if not named.add(client_id):
+        raise BadInput(
+            f"Client {client_id} is named twice{_at(edit.where)}; nothing was changed. "
+            "Keep one row per client."
+        )
+    after = dict(before)
+    after.update({name: edit.values[name] for name in EDITABLE if name in edit.values})
+    changed = tuple(name for name in EDITABLE if before[name] != after[name])
+    outcome = Outcome.PLANNED if changed else Outcome.UNCHANGED
+    result = ChangeResult(edit.reference, client_id, before["email"], status, status,
+                          outcome, note=", ".join(changed) or None)  # fmt: skip
+    return result, FieldChanges(client_id, changed, before, after) if changed else None
+
+
+class ClientIds:
+    """A set of client ids at a bit each: `import --update` names up to every client."""
+
+    def __init__(self) -> None:
+        self._bits = bytearray()
+
+    def add(self, client_id: int) -> bool:
+        """Add `client_id`; False if it was there already."""
+        byte, bit = divmod(client_id, 8)
+        if byte >= len(self._bits):
+            self._bits.extend(bytes(max(byte + 1 - len(self._bits), len(self._bits))))
+        if self._bits[byte] >> bit & 1:
+            return False
+        self._bits[byte] |= 1 << bit
+        return True
 
 
 def apply(
@@ -143,7 +174,7 @@ def write_edits(
     own reason.
     """
     _check_unchanged(session, edits)
-    _refuse_taken_emails(session, edits)
+    refuse_taken_emails(session, edits)
     write_values(session, [(edit.client_id, edit.after) for edit in edits])
     session.execute(
         insert(UndoRecord),
@@ -219,7 +250,7 @@ def _check_unchanged(session: Session, edits: Sequence[FieldChanges]) -> None:
             )
 
 
-def _refuse_taken_emails(session: Session, edits: Iterable[FieldChanges]) -> None:
+def refuse_taken_emails(session: Session, edits: Iterable[FieldChanges]) -> None:
     """A new e-mail must not be another live client's, nor another client's of this edit."""
     wanted: dict[str, FieldChanges] = {}
     for edit in edits:
@@ -227,10 +258,7 @@ def _refuse_taken_emails(session: Session, edits: Iterable[FieldChanges]) -> Non
             continue
         key = str(edit.after["email"]).casefold()
         if key in wanted:
-            raise BadInput(
-                f"Clients {wanted[key].client_id} and {edit.client_id} would both get the "
-                f"e-mail '{edit.after['email']}'; nothing was changed."
-            )
+            raise given_to_both(wanted[key], edit)
         wanted[key] = edit
     for key, owner in live_email_owners(session, list(wanted)).items():
         edit = wanted[key]
@@ -241,9 +269,14 @@ def _refuse_taken_emails(session: Session, edits: Iterable[FieldChanges]) -> Non
             )
 
 
-def _clients_named(
-    session: Session, references: Sequence[str]
-) -> dict[str, tuple[int, str, Values] | None]:
+def given_to_both(first: FieldChanges, again: FieldChanges) -> BadInput:
+    return BadInput(
+        f"Clients {first.client_id} and {again.client_id} would both get the "
+        f"e-mail '{again.after['email']}'; nothing was changed."
+    )
+
+
+def clients_named(session: Session, references: Sequence[str]) -> dict[str, NamedClient | None]:
     """Each reference's client (as `find_client_id` finds it, None for nobody): its id,
     status and editable fields, read a chunk of clients a statement (`import --update`
     names thousands). The caller refuses an unknown one in file order, among its checks."""

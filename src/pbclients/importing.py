@@ -12,18 +12,20 @@ plain import does. Updated rows change e-mail, names and a phone given in the
 file (an empty or missing phone keeps the one on file; `edit --no-phone`
 removes it); their program column is not applied. All rows or none: the adds
 and the edits are one transaction and one batch, with an `add` or `edit`
-audit event per client.
+audit event per client. It streams too: `check_update` sets each row's edit
+aside beside the intake (`UpdatePlan`) and `update` carries them out.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain, islice
 from types import TracebackType
-from typing import TypeVar
+from typing import IO, NamedTuple, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
@@ -34,11 +36,11 @@ from pbclients.csvinput import ImportRow as FileRow
 from pbclients.db import reading, writing
 from pbclients.errors import BadInput
 from pbclients.lookup import CHUNK
-from pbclients.operation import Action, Batch, Change, Plan, ProgressCallback, carried_out
+from pbclients.operation import Change, ProgressCallback
 from pbclients.plan import PlanUsage, ensure_room, usage
 from pbclients.policy import Status
 from pbclients.results import ChangeResult, Outcome
-from pbclients.selection import is_client_id, live_email_owners
+from pbclients.selection import is_client_id
 
 T = TypeVar("T")
 
@@ -47,8 +49,9 @@ class Intake:
     """The new clients of a file, set aside in a temporary file as they are read.
 
     One line a client: its line in the source file, its e-mail, the e-mail
-    case-folded, and its other cells, tab-separated (no cell holds a tab or a line
-    break: `csvinput` refuses control characters). Every later pass (the checks, the
+    case-folded, and its other cells (the id cell last, which only `import --update`
+    reads), tab-separated (no cell holds a tab or a line break: `csvinput` refuses
+    control characters). Every later pass (the checks, the
     insert, the results) reads it again from the start. While it is written, the
     e-mails are hashed (to find any given twice) and the programs named are noted.
     """
@@ -81,14 +84,14 @@ class Intake:
         self._spool.write(
             "".join(
                 f"{r.line}\t{r.email}\t{key}\t{r.first_name}\t{r.last_name}\t{r.phone or ''}\t"
-                f"{r.program or ''}\n"
+                f"{r.program or ''}\t{r.client_id or ''}\n"
                 for r, key in zip(chunk, keys, strict=True)
             )
         )
         self.count += len(chunk)
 
     def rows(self) -> Iterator[list[str]]:
-        """Each client as set aside: line, email, key, first, last, phone, program."""
+        """Each client as set aside: line, email, key, first, last, phone, program, id cell."""
         self._spool.seek(0)
         for text in self._spool:
             yield text[:-1].split("\t")
@@ -98,14 +101,16 @@ class Intake:
         return map(self.client, self.rows())
 
     def client(self, row: list[str]) -> roster.NewClient:
-        line, email, _key, first, last, phone, program = row
-        where = f"line {line} of {self.source}"
-        return roster.NewClient(email, first, last, phone or None, program or None, where)
+        _line, email, _key, first, last, phone, program, _id = row
+        return roster.NewClient(email, first, last, phone or None, program or None, self.where(row))
+
+    def where(self, row: list[str]) -> str:
+        return f"line {row[0]} of {self.source}"
 
     def values(self) -> Iterator[roster.ClientValues]:
         """The clients as `roster.ClientWriter.insert` takes them."""
         active = Status.ACTIVE.value
-        for _line, email, key, first, last, phone, program in self.rows():
+        for _line, email, key, first, last, phone, program, _id in self.rows():
             yield email, key, first, last, phone or None, program or None, active
 
     def emails(self) -> Iterator[str]:
@@ -179,7 +184,7 @@ def check(engine: Engine, intake: Intake) -> IntakePlan:
     """
     with reading(engine) as session:
         taken = _first_taken(session, intake)
-        _refuse_repeats(intake, intake.keys.repeated())
+        _refuse_repeats(intake, intake.rows(), intake.keys.repeated())
         if taken is not None:
             raise roster.already_a_client(*taken)
         ensure_room(session, intake.count)
@@ -237,6 +242,14 @@ class _Keys:
             value = hash(key)
             buckets[value & mask].append(value)
 
+    def common(self, other: _Keys) -> set[int]:
+        """The hashes seen here and in `other`."""
+        common: set[int] = set()
+        for mine, theirs in zip(self._buckets, other._buckets, strict=True):
+            if mine and theirs:
+                common.update(set(mine).intersection(theirs))
+        return common
+
     def repeated(self) -> set[int]:
         """The hashes seen more than once."""
         repeated: set[int] = set()
@@ -251,12 +264,13 @@ class _Keys:
         return repeated
 
 
-def _refuse_repeats(intake: Intake, hashes: set[int]) -> None:
-    """Refuse the first e-mail given twice, in file order, among those with these hashes."""
+def _refuse_repeats(intake: Intake, rows: Iterable[list[str]], hashes: set[int]) -> None:
+    """Refuse the first e-mail given twice among `rows` of the intake, in file order, among
+    those with these hashes."""
     if not hashes:
         return
     first_seen: dict[str, list[str]] = {}
-    for row in intake.rows():
+    for row in rows:
         key = row[2]
         if hash(key) in hashes:
             if key in first_seen:
@@ -284,6 +298,8 @@ def _first_taken(session: Session, intake: Intake) -> tuple[roster.NewClient, in
 def _owners(session: Session, keys: Sequence[str]) -> dict[str, int]:
     """`selection.live_email_owners` of one chunk, at driver level: SQLAlchemy's compiling
     of an IN of 10,000 values costs more than the query itself."""
+    if not keys:
+        return {}
     connection = session.connection()
     mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
     query = (
@@ -312,135 +328,333 @@ def _batches(items: Iterable[T]) -> Iterator[list[T]]:
         yield chunk
 
 
-@dataclass(frozen=True)
-class ImportRow:
-    """One row of the file: the client it describes, and the id it names if any."""
-
-    client: roster.NewClient
-    client_id: str | None = None
-
-
-@dataclass(frozen=True)
-class ImportDetail:
-    """The clients to add (and the programs that creates), and the edits of the others."""
-
-    adds: tuple[roster.NewClient, ...]
-    new_programs: tuple[str, ...]
-    edits: editing.EditDetail
-
-
-def preview(engine: Engine, rows: Sequence[ImportRow]) -> Plan[ImportDetail]:
-    """What the import would add and update, row by row; reads only.
-
-    Each result's note says `added`, `updated: <fields>` or `unchanged`.
-    """
-    with reading(engine) as session:
-        owners = live_email_owners(session, [row.client.email.casefold() for row in rows])
-        adding: list[roster.NewClient] = []
-        updating: list[editing.ClientEdit] = []
-        for row in rows:
-            target = _target(row, owners)
-            if target is None:
-                adding.append(row.client)
-            else:
-                updating.append(editing.ClientEdit(target, _values(row.client), row.client.where))
-        edit_plan = editing.plan_edits(session, updating)
-    # The same checks as a plain import: duplicates, the plan limit, programs to create.
-    add_plan = roster.preview(engine, adding) if adding else None
-    new_programs = add_plan.detail.new_programs if add_plan else ()
-    results = _in_file_order(rows, owners, add_plan, edit_plan)
-    detail = ImportDetail(tuple(adding), new_programs, edit_plan.detail)
-    return Plan(Action.ADD, results, detail)
-
-
-def apply(
-    engine: Engine,
-    plan: Plan[ImportDetail],
-    change: Change,
-    *,
-    on_progress: ProgressCallback | None = None,
-) -> Batch[ImportDetail]:
-    """Add and update as planned in one transaction; re-checks duplicates, room and values."""
-    detail = plan.detail
-    adding = detail.adds
-    batch_id = audit.new_batch_id()
-    with writing(engine) as session:
-        ids: list[int] = []
-        if adding:
-            roster.refuse_duplicates(session, adding)
-            ensure_room(session, len(adding))
-            program_ids, _created = roster.create_programs(session, roster.program_names(adding))
-            ids = roster.insert_clients(session, adding, program_ids, change, batch_id)
-        if detail.edits.edits:
-            audit.append(
-                session,
-                editing.write_edits(session, list(detail.edits.edits.values()), batch_id),
-                batch_id=batch_id,
-                actor=change.actor,
-                reason=change.reason,
-                at=change.at,
-            )
-    if on_progress:
-        on_progress(plan.changing, plan.changing)
-    new_ids = iter(ids)
-    results = [
-        ChangeResult(r.reference, next(new_ids), r.email, r.before, r.after, Outcome.CHANGED,
-                     note=r.note)
-        if r.note == ADDED
-        else carried_out(r)
-        for r in plan.results
-    ]  # fmt: skip
-    return Batch(plan.action, results, detail, batch_id)
-
+# --- import --update ------------------------------------------------------------------------
 
 ADDED = "added"
 
 
-def _target(row: ImportRow, owners: dict[str, int]) -> str | None:
-    """The live client a row updates (as a reference), or None for a new client."""
-    if row.client_id:
-        if not is_client_id(row.client_id.strip()):
-            raise BadInput(
-                f"The id {row.client_id!r} ({row.client.where}) is not a client ID; correct it "
-                "or empty the cell to add the row as a new client. Nothing was changed."
-            )
-        return row.client_id.strip()
-    owner = owners.get(row.client.email.casefold())
-    return None if owner is None else str(owner)
+class _Edit(NamedTuple):
+    """How `import --update` changes the client a row names, as set aside in the plan."""
+
+    reference: str
+    client_id: int
+    status: str
+    email: str  # before the edit, as results show it
+    changed: tuple[str, ...] = ()  # none: the row is the client's file already
+    before: editing.Values | None = None
+    after: editing.Values | None = None
+
+    def line(self) -> str:
+        return json.dumps(self[:4] if not self.changed else self, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def read(cls, line: str) -> _Edit | None:
+        """The edit of a line `line` wrote (None: the row adds a client)."""
+        fields = json.loads(line)
+        if fields is None:
+            return None
+        reference, client_id, status, email, *change = fields
+        if not change:
+            return cls(reference, client_id, status, email)
+        changed, before, after = change
+        return cls(reference, client_id, status, email, tuple(changed), before, after)
+
+    def result(self, done: bool) -> ChangeResult:
+        if not self.changed:
+            outcome, note = Outcome.UNCHANGED, "unchanged"
+        else:
+            outcome = Outcome.CHANGED if done else Outcome.PLANNED
+            note = f"updated: {', '.join(self.changed)}"
+        return ChangeResult(
+            self.reference, self.client_id, self.email, self.status, self.status, outcome,
+            note=note,
+        )  # fmt: skip
+
+    def field_changes(self) -> editing.FieldChanges:
+        assert self.before is not None and self.after is not None
+        return editing.FieldChanges(self.client_id, self.changed, self.before, self.after)
 
 
-def _values(client: roster.NewClient) -> dict[str, str | None]:
-    values: dict[str, str | None] = {
-        "email": client.email,
-        "first_name": client.first_name,
-        "last_name": client.last_name,
-    }
-    if client.phone:
-        values["phone"] = client.phone
+_ADDS = "null\n"
+
+
+@dataclass(frozen=True)
+class UpdatePlan:
+    """What `import --update` would do, set aside beside its intake.
+
+    `edits` holds a line for each row of the intake, in the same order: how the row
+    edits the client it names (`_Edit`), or JSON null for a row that adds a client.
+    """
+
+    intake: Intake
+    edits: IO[str]
+    adding: int
+    updating: int
+    programs: tuple[str, ...]  # named by the rows that add
+    new_programs: tuple[str, ...]
+    seats: PlanUsage
+
+    @property
+    def unchanged(self) -> int:
+        return self.intake.count - self.adding - self.updating
+
+    @property
+    def changing(self) -> int:
+        return self.adding + self.updating
+
+    def results(self) -> Iterator[ChangeResult]:
+        for row, edit in self.rows():
+            yield _added(row, None, Outcome.PLANNED) if edit is None else edit.result(False)
+
+    def rows(self) -> Iterator[tuple[list[str], _Edit | None]]:
+        """Each row of the intake with its edit (None for a row that adds)."""
+        self.edits.seek(0)
+        return zip(self.intake.rows(), map(_Edit.read, self.edits), strict=True)
+
+    def added_values(self) -> Iterator[roster.ClientValues]:
+        self.edits.seek(0)
+        return (
+            values
+            for values, line in zip(self.intake.values(), self.edits, strict=True)
+            if line == _ADDS
+        )
+
+    def field_changes(self) -> Iterator[editing.FieldChanges]:
+        self.edits.seek(0)
+        for line in self.edits:
+            edit = _Edit.read(line)
+            if edit is not None and edit.changed:
+                yield edit.field_changes()
+
+    def close(self) -> None:
+        self.edits.close()
+
+    def __enter__(self) -> UpdatePlan:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class Updated:
+    """What `update` did: the added clients' ids in file order, as runs of consecutive ids."""
+
+    plan: UpdatePlan
+    batch_id: str
+    id_runs: tuple[range, ...]
+    new_programs: tuple[str, ...]
+
+    def results(self) -> Iterator[ChangeResult]:
+        ids = chain.from_iterable(self.id_runs)
+        for row, edit in self.plan.rows():
+            yield _added(row, next(ids), Outcome.CHANGED) if edit is None else edit.result(True)
+
+
+def check_update(engine: Engine, intake: Intake) -> UpdatePlan:
+    """`import --update`'s preview: each row sorted into an add or an edit; reads only.
+
+    A row edits the live client its id cell names, or else the live client with its
+    e-mail (case-insensitive); every other row adds a client. The rows are read a
+    chunk at a time and set aside, so a file of any length takes flat memory.
+    Refused (exit 3) on the first row, in file order, whose id is not a client ID or
+    names a client unknown, deleted or named before; then on a new e-mail another
+    live client has or that two rows give, an added e-mail given twice; and past the
+    plan limit (exit 6).
+    """
+    # Lives as long as the plan (closed by `close`); never named, so never left behind.
+    edits = tempfile.TemporaryFile("w+", encoding="utf-8", newline="\n")  # noqa: SIM115
+    try:
+        with reading(engine) as session:
+            sorting = _Sorting(session, intake)
+            for chunk in _batches(intake.rows()):
+                edits.write(sorting.sort(chunk))
+            edits.flush()
+            programs = tuple(sorting.programs.values())
+            _, missing = roster.known_programs(session, programs)
+            plan = UpdatePlan(
+                intake, edits, sorting.adding, sorting.updating, programs,
+                tuple(missing.values()), usage(session),
+            )  # fmt: skip
+            _refuse_repeated_emails(plan, sorting.new_emails.repeated())
+            _refuse_added_and_given(plan, sorting.added_keys.common(sorting.new_emails))
+            added = (row for row, edit in plan.rows() if edit is None)
+            _refuse_repeats(intake, added, sorting.added_keys.repeated())
+            ensure_room(session, sorting.adding)
+    except BaseException:
+        edits.close()
+        raise
+    return plan
+
+
+def update(
+    engine: Engine,
+    plan: UpdatePlan,
+    change: Change,
+    *,
+    on_progress: ProgressCallback | None = None,
+) -> Updated:
+    """Add and edit as planned in one transaction, a chunk at a time: room, e-mails and
+    each edited client's values are checked again first (a client changed since the plan
+    is exit 5)."""
+    batch_id = audit.new_batch_id()
+    runs: list[range] = []
+    created: list[str] = []
+    done = 0
+    with writing(engine) as session:
+        if plan.adding:
+            ensure_room(session, plan.adding)
+            program_ids, created = roster.create_programs(session, plan.programs)
+            writer = roster.ClientWriter(session, program_ids, change, batch_id)
+            for chunk in _batches(plan.added_values()):
+                _refuse_taken_since(session, plan, chunk)
+                runs.extend(_runs(writer.insert(chunk)))
+                done += len(chunk)
+                if on_progress:
+                    on_progress(done, plan.changing)
+        for edits in _batches(plan.field_changes()):
+            events = editing.write_edits(session, edits, batch_id)
+            audit.append(session, events, batch_id=batch_id, actor=change.actor,
+                         reason=change.reason, at=change.at)  # fmt: skip
+            done += len(edits)
+            if on_progress:
+                on_progress(done, plan.changing)
+    return Updated(plan, batch_id, tuple(runs), tuple(created))
+
+
+class _Sorting:
+    """Sorts the rows of an intake into adds and edits, a chunk at a time, keeping what
+    the checks across chunks need: the clients named (a bit each) and the hashes of the
+    e-mails added and of the new e-mails edits give (8 bytes each)."""
+
+    def __init__(self, session: Session, intake: Intake) -> None:
+        self.session, self.intake = session, intake
+        self.named = editing.ClientIds()
+        self.added_keys = _Keys()
+        self.new_emails = _Keys()
+        self.programs: dict[str, str] = {}  # as first spelled, by case-folded name
+        self.adding = self.updating = 0
+
+    def sort(self, chunk: list[list[str]]) -> str:
+        """The plan's lines for these rows; raises on the first bad one."""
+        owners = _owners(self.session, [row[2] for row in chunk if not row[7]])
+        targets = [self._target(row, owners) for row in chunk]
+        found = editing.clients_named(self.session, [t for t in targets if t is not None])
+        lines: list[str] = []
+        changes: list[editing.FieldChanges] = []
+        for row, target in zip(chunk, targets, strict=True):
+            if target is None:
+                self._add(row)
+                lines.append(_ADDS)
+                continue
+            edit = editing.ClientEdit(target, _values(row), self.intake.where(row))
+            result, change = editing.planned_edit(edit, found[target], self.named)
+            # Set by `planned_edit` for every client it finds.
+            assert result.client_id is not None and result.before and result.email
+            planned = _Edit(target, result.client_id, result.before, result.email)
+            if change is not None:
+                self.updating += 1
+                changes.append(change)
+                planned = planned._replace(
+                    changed=change.changed, before=change.before, after=change.after
+                )
+            lines.append(planned.line())
+        editing.refuse_taken_emails(self.session, changes)
+        self.new_emails.add(_new_email_keys(changes))
+        return "".join(lines)
+
+    def _add(self, row: list[str]) -> None:
+        self.adding += 1
+        self.added_keys.add([row[2]])
+        if program := row[6]:
+            self.programs.setdefault(program.casefold(), program)
+
+    def _target(self, row: list[str], owners: dict[str, int]) -> str | None:
+        """The live client a row edits (as a reference), or None for a new client."""
+        if cell := row[7].strip():
+            if not is_client_id(cell):
+                raise BadInput(
+                    f"The id {cell!r} ({self.intake.where(row)}) is not a client ID; correct "
+                    "it or empty the cell to add the row as a new client. Nothing was changed."
+                )
+            return cell
+        owner = owners.get(row[2])
+        return None if owner is None else str(owner)
+
+
+def _values(row: list[str]) -> editing.Values:
+    """The fields a row sets: an empty phone keeps the one on file."""
+    _line, email, _key, first, last, phone, _program, _id = row
+    values: editing.Values = {"email": email, "first_name": first, "last_name": last}
+    if phone:
+        values["phone"] = phone
     return values
 
 
-def _in_file_order(
-    rows: Sequence[ImportRow],
-    owners: dict[str, int],
-    add_plan: Plan[roster.AddDetail] | None,
-    edit_plan: Plan[editing.EditDetail],
-) -> list[ChangeResult]:
-    added = iter(add_plan.results if add_plan else [])
-    edited = iter(edit_plan.results)
-    results = []
-    for row in rows:
-        if _target(row, owners) is None:
-            r = next(added)
-            results.append(
-                ChangeResult(r.reference, None, r.email, None, r.after, Outcome.PLANNED,
-                             note=ADDED)
-            )  # fmt: skip
+def _new_email_keys(changes: Iterable[editing.FieldChanges]) -> Iterator[str]:
+    return (str(c.after["email"]).casefold() for c in changes if "email" in c.changed)
+
+
+def _refuse_repeated_emails(plan: UpdatePlan, hashes: set[int]) -> None:
+    """Refuse the first new e-mail that two edits give, in file order, among those with
+    these hashes (found in different chunks: each chunk checks its own)."""
+    if not hashes:
+        return
+    first: dict[str, editing.FieldChanges] = {}
+    for change in plan.field_changes():
+        for key in _new_email_keys([change]):
+            if hash(key) in hashes:
+                if key in first:
+                    raise editing.given_to_both(first[key], change)
+                first[key] = change
+
+
+def _refuse_added_and_given(plan: UpdatePlan, hashes: set[int]) -> None:
+    """Refuse a row that adds an e-mail another row gives a client it edits: the first
+    such pair in file order, among the e-mails with these hashes."""
+    if not hashes:
+        return
+    added: dict[str, list[str]] = {}
+    given: dict[str, tuple[list[str], _Edit]] = {}
+    for row, edit in plan.rows():
+        if edit is None:
+            key = row[2]
+            if hash(key) in hashes:
+                added.setdefault(key, row)
+        elif "email" in edit.changed and edit.after is not None:
+            key = str(edit.after["email"]).casefold()
+            if hash(key) in hashes:
+                given.setdefault(key, (row, edit))
         else:
-            r = next(edited)
-            note = f"updated: {r.note}" if r.outcome is Outcome.PLANNED else "unchanged"
-            results.append(
-                ChangeResult(r.reference, r.client_id, r.email, r.before, r.after, r.outcome,
-                             note=note)
-            )  # fmt: skip
-    return results
+            continue
+        if key in added and key in given:
+            where = plan.intake.where
+            (row, edit), adding = given[key], added[key]
+            raise BadInput(
+                f"'{adding[1]}' is added ({where(adding)}) and given to client "
+                f"{edit.client_id} ({where(row)}); nothing was changed. Keep one row per client."
+            )
+
+
+def _refuse_taken_since(
+    session: Session, plan: UpdatePlan, chunk: Sequence[roster.ClientValues]
+) -> None:
+    """Refuse an added e-mail that a live client took since the plan (checked in the
+    writing transaction, so nobody takes one in between)."""
+    if owners := _owners(session, [values[1] for values in chunk]):
+        key = next(values[1] for values in chunk if values[1] in owners)
+        row = next(row for row, edit in plan.rows() if edit is None and row[2] == key)
+        raise roster.already_a_client(plan.intake.client(row), owners[key])
+
+
+def _added(row: list[str], client_id: int | None, outcome: Outcome) -> ChangeResult:
+    email = row[1]
+    return ChangeResult(email, client_id, email, None, _ACTIVE, outcome, note=ADDED)
+
+
+_ACTIVE = Status.ACTIVE.value

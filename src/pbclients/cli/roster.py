@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
+from typing import TYPE_CHECKING, Annotated, BinaryIO
 
 import typer
 
@@ -48,12 +48,12 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
 
     from pbclients.cli.common import AppState
-    from pbclients.importing import ImportDetail
+    from pbclients.importing import UpdatePlan
     from pbclients.limits import MaxChanges
     from pbclients.operation import Batch, Plan
     from pbclients.plan import PlanUsage
     from pbclients.readdb import Database
-    from pbclients.results import Outcome
+    from pbclients.results import ChangeResult, Outcome
     from pbclients.roster import AddDetail, NewClient
     from pbclients.roster_view import ClientDetail, ClientFilter
 
@@ -216,7 +216,6 @@ def import_clients(
         pbclients import --fhir fhir-export/Patient.ndjson --dry-run
     """
     with reporting(ctx) as app:
-        from pbclients.csvinput import read_import_csv
         from pbclients.errors import UsageError
 
         if fhir is not None:
@@ -229,25 +228,7 @@ def import_clients(
         if not update:
             _import_file(app, file, encoding, yes, dry_run, reason, output, max_changes)
             return
-        from pbclients.roster import NewClient
-
-        rows = read_import_csv(read_input(file), source=source_name(file), encoding=encoding)
-        new = [
-            NewClient(
-                r.email,
-                r.first_name,
-                r.last_name,
-                r.phone,
-                r.program,
-                f"line {r.line} of {source_name(file)}",
-            )
-            for r in rows
-        ]
-        ids = [r.client_id for r in rows]
-        _import_update(
-            app, new, ids, yes, dry_run, reason, output,
-            stdin_used=file == "-", max_changes=max_changes,
-        )  # fmt: skip
+        _import_update(app, file, encoding, yes, dry_run, reason, output, max_changes)
 
 
 def _import_file(
@@ -465,74 +446,71 @@ def _add(
 
 def _import_update(
     app: AppState,
-    new: list[NewClient],
-    ids: list[str | None],
+    file: str,
+    encoding: str,
     yes: bool,
     dry_run: bool,
     reason: str | None,
     output: OutputFormat,
-    *,
-    stdin_used: bool,
-    max_changes: MaxChanges | None = None,
+    max_changes: MaxChanges | None,
 ) -> None:
+    """`import --update`, streamed as a plain import is: the rows are set aside, sorted
+    into adds and edits, then confirmed, applied and reported a chunk at a time."""
     from pbclients import importing
-    from pbclients.cli.run import Wording, carry_out
+    from pbclients.cli.common import confirm
+    from pbclients.cli.progress import progress
+    from pbclients.cli.run import check_cap, warn_cap
+    from pbclients.csvinput import iter_import_csv
 
+    source = source_name(file)
+    with _opened(file) as stream:
+        intake = importing.Intake.of(
+            iter_import_csv(stream, source=source, encoding=encoding), source
+        )
     engine = app.engine()
-    rows = [
-        importing.ImportRow(client, client_id) for client, client_id in zip(new, ids, strict=True)
-    ]
-    plan = importing.preview(engine, rows)
-    wording: Wording[ImportDetail] = Wording(
-        question=_import_question,
-        summary=_import_summary,
-        progress_label="Importing",
-        records=_import_records,
-    )
-    carry_out(
-        app, engine, plan, importing.apply, wording,
-        output=output, yes=yes, dry_run=dry_run, reason=reason, stdin_used=stdin_used,
-        max_changes=max_changes,
-    )  # fmt: skip
+    with intake, importing.check_update(engine, intake) as plan:
+        if dry_run or not plan.changing:
+            _render_update(plan.results(), plan, None, dry_run, output)
+            if dry_run:
+                warn_cap(engine, plan.changing, max_changes)
+            return
+        check_cap(engine, plan.changing, max_changes)
+        confirm(_update_question(plan), yes=yes, stdin_used=file == "-")
+        with progress(plan.changing, "Importing") as on_progress:
+            done = importing.update(engine, plan, app.change(reason), on_progress=on_progress)
+        _render_update(done.results(), plan, done.batch_id, False, output)
 
 
-def _import_counts(outcome: Plan[ImportDetail] | Batch[ImportDetail]) -> tuple[int, int, int]:
-    notes = [result.note or "" for result in outcome.results]
-    added = sum(1 for note in notes if note == "added")
-    updated = sum(1 for note in notes if note.startswith("updated"))
-    return added, updated, len(notes) - added - updated
-
-
-def _import_question(plan: Plan[ImportDetail]) -> str:
-    added, updated, _ = _import_counts(plan)
+def _update_question(plan: UpdatePlan) -> str:
     new_programs = "".join(
-        f"\n  Creates the program '{visible(name)}'." for name in plan.detail.new_programs
+        f"\n  Creates the program '{visible(name)}'." for name in plan.new_programs
     )
     return (
-        f"Add {plural(added, 'client')} (they get portal access) and update "
-        f"{plural(updated, 'client')}? Clients are not notified.{new_programs}"
+        f"Add {plural(plan.adding, 'client')} (they get portal access) and update "
+        f"{plural(plan.updating, 'client')}? Clients are not notified.{new_programs}"
     )
 
 
-def _import_summary(outcome: Plan[ImportDetail] | Batch[ImportDetail], dry_run: bool) -> str:
-    added, updated, unchanged = _import_counts(outcome)
-    counts = f"{plural(added, 'client')} added, {updated} updated, {unchanged} unchanged"
+def _render_update(
+    results: Iterable[ChangeResult],
+    plan: UpdatePlan,
+    batch_id: str | None,
+    dry_run: bool,
+    output: OutputFormat,
+) -> None:
+    counts = (
+        f"{plural(plan.adding, 'client')} added, {plan.updating} updated, "
+        f"{plan.unchanged} unchanged"
+    )
     if dry_run:
-        return f"Dry run: {counts}; nothing was written."
-    batch_id = getattr(outcome, "batch_id", None)
-    return (
-        f"{counts} (batch {batch_id})."
-        if batch_id
-        else "Nothing to import: every row is unchanged."
-    )
-
-
-def _import_records(
-    outcome: Plan[ImportDetail] | Batch[ImportDetail],
-) -> tuple[list[dict[str, Any]], list[str]]:
-    batch_id = getattr(outcome, "batch_id", None)
-    rows = [result.as_record(batch_id) for result in outcome.results]
-    return rows, ["reference", "id", "email", "before", "after", "outcome", "note", "batch"]
+        summary = f"Dry run: {counts}; nothing was written."
+    elif batch_id:
+        summary = f"{counts} (batch {batch_id})."
+    else:
+        summary = "Nothing to import: every row is unchanged."
+    records = (result.as_record(batch_id) for result in results)
+    fields = ["reference", "id", "email", "before", "after", "outcome", "note", "batch"]
+    render_rows(records, plan.intake.count, fields, output, summary)
 
 
 def _add_question(plan: Plan[AddDetail]) -> str:
