@@ -442,10 +442,14 @@ def iter_import_csv(
     email, first, last = (index for index in found.values() if index is not None)
     phone, program = _find(header, _PHONE_NAMES), _find(header, _PROGRAM_NAMES)
     client_id = _find(header, _ID_NAMES)
-    checked = [column for column in (email, first, last, phone, program) if column is not None]
+    # The id cell too: every cell read is set aside in `importing.Intake`'s tab-separated
+    # lines, where a tab or line break would shift or add a row.
+    checked = [
+        column for column in (email, first, last, phone, program, client_id) if column is not None
+    ]
     checked_cells = itemgetter(*checked)  # at least three columns: a tuple of cells
     # Short rows are padded to every column read, so that cells are indexed directly.
-    width = max(column for column in (*checked, client_id) if column is not None) + 1
+    width = max(checked) + 1
     for line, cells in table.rows():
         if len(cells) < width:
             cells += [""] * (width - len(cells))
