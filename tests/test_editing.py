@@ -542,3 +542,70 @@ def test_import_update_stops_when_a_client_changed_since_the_plan(
         [edited, added] = done.results()
         assert (edited.client_id, edited.note) == (1, "updated: last_name")
         assert added.note == "added" and statuses(engine)[added.client_id or 0] == "active"
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "last", "message"),
+    [
+        # A client unknown anywhere in the file is found before any e-mail is checked.
+        (
+            "1,ben@example.org,Ana,S,",
+            "",
+            "999999,x@example.org,X,Y,",
+            "There is no client '999999'",
+        ),
+        # Two rows giving one e-mail, before an e-mail another client has.
+        (
+            "1,one@example.org,Ana,S,",
+            "2,chloe@example.org,Ben,O,",
+            "4,One@example.org,Dev,D,",
+            "Clients 1 and 4 would both get the e-mail 'One@example.org'",
+        ),
+    ],
+    ids=["unknown before taken", "given twice before taken"],
+)
+def test_import_update_checks_the_whole_file_in_the_order_of_its_checks(
+    cli: Run, practice: Any, engine: Engine, tmp_path: Path,
+    first: str, second: str, last: str, message: str,
+) -> None:  # fmt: skip
+    _many_clients(cli, tmp_path)
+    middle = "".join(f",c{n}@example.org,C,L{n},\n" for n in range(MANY))
+    path = tmp_path / "update.csv"
+    path.write_text(f"id,email,first_name,last_name,phone\n{first}\n{second}\n{middle}{last}\n")
+    before = snapshot(engine)
+    result = cli("import", str(path), "--update", "--dry-run")
+    assert result.exit_code == 3
+    assert message in " ".join(result.stderr.split())
+    assert snapshot(engine) == before
+
+
+def test_import_update_that_adds_nobody_is_not_held_to_the_plan_limit(
+    cli: Run, practice: Any, engine: Engine, tmp_path: Path
+) -> None:
+    """A practice over a lowered limit still keeps its clients' files up to date."""
+    assert cli("plan", "--set-limit", "2", "--yes").exit_code == 0
+    (tmp_path / "roster.csv").write_text("id,email,first_name,last_name\n1,ana@example.org,A,B\n")
+    result = cli("import", str(tmp_path / "roster.csv"), "--update", "--yes")
+    assert result.exit_code == 0, result.stderr
+    assert client_row(engine, 1)[2:4] == ("A", "B")
+    (tmp_path / "roster.csv").write_text("email,first_name,last_name\nnew@example.org,N,N\n")
+    refused = cli("import", str(tmp_path / "roster.csv"), "--update", "--yes")
+    assert refused.exit_code == 6
+    assert "would exceed the plan limit of 2" in refused.stderr
+
+
+def test_client_ids_take_room_for_the_ids_named_not_for_the_largest() -> None:
+    import tracemalloc
+
+    from pbclients.editing import ClientIds
+
+    named = ClientIds()
+    tracemalloc.start()
+    try:
+        assert named.add(2_147_483_000) and named.add(1) and named.add(4096)
+        assert not named.add(2_147_483_000) and not named.add(1)
+        assert named.add(2_147_482_999) and named.add(0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024

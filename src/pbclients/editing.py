@@ -118,19 +118,27 @@ def planned_edit(
 
 
 class ClientIds:
-    """A set of client ids at a bit each: `import --update` names up to every client."""
+    """A set of client ids at about a bit each (`import --update` names up to every client).
+
+    The bits are kept in blocks of 4,096 ids, made as ids fall in them, so that the size
+    follows the ids named, not the largest of them.
+    """
+
+    _BLOCK = 4096
 
     def __init__(self) -> None:
-        self._bits = bytearray()
+        self._blocks: dict[int, bytearray] = {}
 
     def add(self, client_id: int) -> bool:
         """Add `client_id`; False if it was there already."""
-        byte, bit = divmod(client_id, 8)
-        if byte >= len(self._bits):
-            self._bits.extend(bytes(max(byte + 1 - len(self._bits), len(self._bits))))
-        if self._bits[byte] >> bit & 1:
+        block, offset = divmod(client_id, self._BLOCK)
+        bits = self._blocks.get(block)
+        if bits is None:
+            bits = self._blocks[block] = bytearray(self._BLOCK // 8)
+        byte, bit = divmod(offset, 8)
+        if bits[byte] >> bit & 1:
             return False
-        self._bits[byte] |= 1 << bit
+        bits[byte] |= 1 << bit
         return True
 
 

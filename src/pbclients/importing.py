@@ -392,7 +392,6 @@ class UpdatePlan:
     updating: int
     programs: tuple[str, ...]  # named by the rows that add
     new_programs: tuple[str, ...]
-    seats: PlanUsage
 
     @property
     def unchanged(self) -> int:
@@ -448,7 +447,6 @@ class Updated:
     plan: UpdatePlan
     batch_id: str
     id_runs: tuple[range, ...]
-    new_programs: tuple[str, ...]
 
     def results(self) -> Iterator[ChangeResult]:
         ids = chain.from_iterable(self.id_runs)
@@ -462,11 +460,12 @@ def check_update(engine: Engine, intake: Intake) -> UpdatePlan:
     A row edits the live client its id cell names, or else the live client with its
     e-mail (case-insensitive); every other row adds a client. The rows are read a
     chunk at a time and set aside, so a file of any length takes flat memory.
-    Refused (exit 3) on the first row, in file order, whose id is not a client ID or
-    names a client unknown, deleted or named before; then on a new e-mail another
-    live client has or that two rows give, an added e-mail given twice; and past the
-    plan limit (exit 6).
+    Refused (exit 3), in this order: the first id cell that is not a client ID; the
+    first row naming a client unknown, deleted or named before; a new e-mail that two
+    rows give, then one another live client has; an e-mail one row adds and another
+    gives; an added e-mail given twice. Past the plan limit: exit 6.
     """
+    _refuse_bad_ids(intake)
     # Lives as long as the plan (closed by `close`); never named, so never left behind.
     edits = tempfile.TemporaryFile("w+", encoding="utf-8", newline="\n")  # noqa: SIM115
     try:
@@ -479,13 +478,16 @@ def check_update(engine: Engine, intake: Intake) -> UpdatePlan:
             _, missing = roster.known_programs(session, programs)
             plan = UpdatePlan(
                 intake, edits, sorting.adding, sorting.updating, programs,
-                tuple(missing.values()), usage(session),
+                tuple(missing.values()),
             )  # fmt: skip
             _refuse_repeated_emails(plan, sorting.new_emails.repeated())
+            for changes in _batches(plan.field_changes()):
+                editing.refuse_taken_emails(session, changes)
             _refuse_added_and_given(plan, sorting.added_keys.common(sorting.new_emails))
             added = (row for row, edit in plan.rows() if edit is None)
             _refuse_repeats(intake, added, sorting.added_keys.repeated())
-            ensure_room(session, sorting.adding)
+            if sorting.adding:
+                ensure_room(session, sorting.adding)
     except BaseException:
         edits.close()
         raise
@@ -504,12 +506,11 @@ def update(
     is exit 5)."""
     batch_id = audit.new_batch_id()
     runs: list[range] = []
-    created: list[str] = []
     done = 0
     with writing(engine) as session:
         if plan.adding:
             ensure_room(session, plan.adding)
-            program_ids, created = roster.create_programs(session, plan.programs)
+            program_ids, _created = roster.create_programs(session, plan.programs)
             writer = roster.ClientWriter(session, program_ids, change, batch_id)
             for chunk in _batches(plan.added_values()):
                 _refuse_taken_since(session, plan, chunk)
@@ -524,7 +525,7 @@ def update(
             done += len(edits)
             if on_progress:
                 on_progress(done, plan.changing)
-    return Updated(plan, batch_id, tuple(runs), tuple(created))
+    return Updated(plan, batch_id, tuple(runs))
 
 
 class _Sorting:
@@ -564,7 +565,6 @@ class _Sorting:
                     changed=change.changed, before=change.before, after=change.after
                 )
             lines.append(planned.line())
-        editing.refuse_taken_emails(self.session, changes)
         self.new_emails.add(_new_email_keys(changes))
         return "".join(lines)
 
@@ -577,14 +577,19 @@ class _Sorting:
     def _target(self, row: list[str], owners: dict[str, int]) -> str | None:
         """The live client a row edits (as a reference), or None for a new client."""
         if cell := row[7].strip():
-            if not is_client_id(cell):
-                raise BadInput(
-                    f"The id {cell!r} ({self.intake.where(row)}) is not a client ID; correct "
-                    "it or empty the cell to add the row as a new client. Nothing was changed."
-                )
             return cell
         owner = owners.get(row[2])
         return None if owner is None else str(owner)
+
+
+def _refuse_bad_ids(intake: Intake) -> None:
+    """Refuse the first id cell that is not a client ID, before any row is looked up."""
+    for row in intake.rows():
+        if (cell := row[7].strip()) and not is_client_id(cell):
+            raise BadInput(
+                f"The id {cell!r} ({intake.where(row)}) is not a client ID; correct it or "
+                "empty the cell to add the row as a new client. Nothing was changed."
+            )
 
 
 def _values(row: list[str]) -> editing.Values:
@@ -602,7 +607,7 @@ def _new_email_keys(changes: Iterable[editing.FieldChanges]) -> Iterator[str]:
 
 def _refuse_repeated_emails(plan: UpdatePlan, hashes: set[int]) -> None:
     """Refuse the first new e-mail that two edits give, in file order, among those with
-    these hashes (found in different chunks: each chunk checks its own)."""
+    these hashes."""
     if not hashes:
         return
     first: dict[str, editing.FieldChanges] = {}

@@ -467,18 +467,19 @@ def _import_update(
         intake = importing.Intake.of(
             iter_import_csv(stream, source=source, encoding=encoding), source
         )
-    engine = app.engine()
-    with intake, importing.check_update(engine, intake) as plan:
-        if dry_run or not plan.changing:
-            _render_update(plan.results(), plan, None, dry_run, output)
-            if dry_run:
-                warn_cap(engine, plan.changing, max_changes)
-            return
-        check_cap(engine, plan.changing, max_changes)
-        confirm(_update_question(plan), yes=yes, stdin_used=file == "-")
-        with progress(plan.changing, "Importing") as on_progress:
-            done = importing.update(engine, plan, app.change(reason), on_progress=on_progress)
-        _render_update(done.results(), plan, done.batch_id, False, output)
+    with intake:
+        engine = app.engine()
+        with importing.check_update(engine, intake) as plan:
+            if dry_run or not plan.changing:
+                _render_update(plan.results(), plan, None, dry_run, output)
+                if dry_run:
+                    warn_cap(engine, plan.changing, max_changes)
+                return
+            check_cap(engine, plan.changing, max_changes)
+            confirm(_update_question(plan), yes=yes, stdin_used=file == "-")
+            with progress(plan.changing, "Importing") as on_progress:
+                done = importing.update(engine, plan, app.change(reason), on_progress=on_progress)
+            _render_update(done.results(), plan, done.batch_id, False, output)
 
 
 def _update_question(plan: UpdatePlan) -> str:
