@@ -13,6 +13,7 @@ import io
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain
 from operator import itemgetter
 from typing import BinaryIO, NamedTuple
 
@@ -225,11 +226,16 @@ def _decode(data: bytes, source: str, encoding: str) -> str:
 
 
 def _without_bom(lines: Iterator[str]) -> Iterator[str]:
-    # Excel writes a UTF-8 BOM; without this the first header would be "\ufeffemail".
-    for line in lines:
-        yield line.removeprefix("\ufeff")
-        break
-    yield from lines
+    """`lines`, the first without a byte-order mark (Excel writes a UTF-8 one; the first
+    header would be "\ufeffemail"). Read as lazily as `lines`, and only the first through
+    Python: the rest go from the file to the CSV reader without a generator between."""
+
+    def first() -> Iterator[str]:
+        for line in lines:
+            yield line.removeprefix("\ufeff")
+            return
+
+    return chain(first(), lines)
 
 
 class _Table:
