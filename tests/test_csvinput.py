@@ -759,6 +759,7 @@ def test_names_in_any_script_with_their_joiners_and_marks_are_accepted(name: str
     assert read_import_csv(data, source="new.csv")[0].first_name == name
 
 
+@settings(deadline=None)  # a shared, loaded CI machine must not fail a pure check on time
 @given(st.text(max_size=30))
 def test_check_text_refuses_exactly_the_control_characters(text: str) -> None:
     from pbclients.csvinput import check_text
