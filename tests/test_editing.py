@@ -519,6 +519,8 @@ def test_import_update_refuses_a_client_named_twice_even_if_unchanged_first(
 def test_import_update_stops_when_a_client_changed_since_the_plan(
     practice: Any, engine: Engine, tmp_path: Path
 ) -> None:
+    from contextlib import closing
+
     from pbclients import importing
     from pbclients.csvinput import iter_import_csv
     from pbclients.errors import DatabaseBusy
@@ -529,7 +531,7 @@ def test_import_update_stops_when_a_client_changed_since_the_plan(
     path.write_text(rows)
     with path.open("rb") as stream:
         intake = importing.Intake.of(iter_import_csv(stream, source="roster.csv"), "roster.csv")
-    with intake, importing.check_update(engine, intake) as plan:
+    with intake, closing(importing.check_update(engine, intake)) as plan:
         assert (plan.adding, plan.updating, plan.unchanged) == (1, 1, 0)
         sql(engine, "UPDATE client SET first_name = 'Anna' WHERE id = 1")
         before = snapshot(engine)

@@ -426,18 +426,8 @@ class UpdatePlan:
                 yield edit.field_changes()
 
     def close(self) -> None:
+        """Remove the plan's temporary file (`contextlib.closing` does it after a block)."""
         self.edits.close()
-
-    def __enter__(self) -> UpdatePlan:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 @dataclass(frozen=True)

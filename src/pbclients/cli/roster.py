@@ -456,6 +456,8 @@ def _import_update(
 ) -> None:
     """`import --update`, streamed as a plain import is: the rows are set aside, sorted
     into adds and edits, then confirmed, applied and reported a chunk at a time."""
+    from contextlib import closing
+
     from pbclients import importing
     from pbclients.cli.common import confirm
     from pbclients.cli.progress import progress
@@ -469,7 +471,7 @@ def _import_update(
         )
     with intake:
         engine = app.engine()
-        with importing.check_update(engine, intake) as plan:
+        with closing(importing.check_update(engine, intake)) as plan:
             if dry_run or not plan.changing:
                 _render_update(plan.results(), plan, None, dry_run, output)
                 if dry_run:
