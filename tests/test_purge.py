@@ -662,17 +662,19 @@ def terminate_lock_holder(db_target: str) -> int:
     pg_terminate_backend would; returns how many backends were terminated.
 
     Only once it is idle, i.e. the purge has taken the lock and moved on (to its chunks, or
-    to waiting at a fault-injection checkpoint)."""
+    to waiting at a fault-injection checkpoint). The timeout makes it wait until the backend
+    has exited: without one it only sends the signal, and the purge's next check could still
+    see the dying backend holding the lock."""
     import psycopg
 
     with psycopg.connect(db_target, autocommit=True) as admin:
         killed = admin.execute(
-            "SELECT pg_terminate_backend(l.pid) FROM pg_locks AS l "
+            "SELECT pg_terminate_backend(l.pid, 10000) FROM pg_locks AS l "
             "JOIN pg_stat_activity AS a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
             "AND l.objid = 7310003 AND a.state = 'idle' AND l.database = (SELECT oid "
             "FROM pg_database WHERE datname = current_database())"
         ).fetchall()
-    return len(killed)
+    return sum(1 for (terminated,) in killed if terminated)
 
 
 def kill_lock_after_first_chunk(monkeypatch, db_target: str) -> list[int]:
