@@ -301,16 +301,18 @@ def _json_records(
     email_mark, id_mark = "\x00", "\x01"
     record = ChangeResult(email_mark, None, email_mark, None, Status.ACTIVE.value, outcome)
     fields = record.as_record(batch_id) | {"id": id_mark}
-    template = (
-        json.JSONEncoder(ensure_ascii=False)
-        .encode(fields)
-        .replace("%", "%%")
-        .replace(encode_basestring(email_mark), "%(email)s")
-        .replace(encode_basestring(id_mark), "%(id)s")
-    )
+    template = json.JSONEncoder(ensure_ascii=False).encode(fields)
+    # The record names the reference, then the id, then the e-mail; the text around them
+    # is the same for every record.
+    head, rest = template.split(encode_basestring(email_mark), 1)
+    after_reference, rest = rest.split(encode_basestring(id_mark), 1)
+    after_id, tail = rest.split(encode_basestring(email_mark), 1)
     for email, client_id in emails_and_ids:
-        shown = "null" if client_id is None else client_id
-        yield template % {"email": encode_basestring(email), "id": shown}
+        shown = encode_basestring(email)
+        yield (
+            f"{head}{shown}{after_reference}{'null' if client_id is None else client_id}"
+            f"{after_id}{shown}{tail}"
+        )
 
 
 @contextmanager
