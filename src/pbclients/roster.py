@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from operator import itemgetter
 from typing import NamedTuple
 
 from sqlalchemy import Engine, text
@@ -247,12 +249,11 @@ class ClientWriter:
         if enrolments:
             self._connection.exec_driver_sql(self._enrolments, enrolments)
         change = self._change
+        # Not strict: the repeats never end; the ids and statuses are the chunk's, one each.
+        statuses = map(itemgetter(6), chunk)
         audit.append(
             self._session,
-            (
-                audit.NewEvent(Action.ADD, client_id, None, values[6])
-                for client_id, values in zip(ids, chunk, strict=True)
-            ),
+            zip(repeat(Action.ADD), ids, repeat(None), statuses, repeat(None), strict=False),
             batch_id=self._batch_id,
             actor=change.actor,
             reason=change.reason,
